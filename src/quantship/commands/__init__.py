@@ -1,0 +1,1 @@
+"""CLI verbs, one module per pipeline stage; each exposes `register(app)`."""
