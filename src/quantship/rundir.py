@@ -200,6 +200,7 @@ class RunDir:
         self.root = Path(root)
 
     def stage_dir(self, name: str) -> Path:
+        """Folder of a stage output; nested names (`variants/w4a16`) are allowed."""
         return self.root / name
 
     def manifest(self, name: str) -> dict[str, Any] | None:
@@ -232,8 +233,8 @@ class RunDir:
         manifest = self.manifest(name)
         return manifest is not None and manifest.get("fingerprint") == fingerprint
 
-    def _clear_stale_staging(self, name: str) -> None:
-        for stale in self.root.glob(f"{STAGING_PREFIX}{name}-*"):
+    def _clear_stale_staging(self, final: Path) -> None:
+        for stale in final.parent.glob(f"{STAGING_PREFIX}{final.name}-*"):
             shutil.rmtree(stale, ignore_errors=True)
 
     @contextlib.contextmanager
@@ -245,9 +246,10 @@ class RunDir:
         On any exception (KeyboardInterrupt included) the staging folder is deleted
         and the previous output, if any, stays as it was.
         """
-        self.root.mkdir(parents=True, exist_ok=True)
-        self._clear_stale_staging(name)
-        staging = Path(tempfile.mkdtemp(prefix=f"{STAGING_PREFIX}{name}-", dir=self.root))
+        final = self.stage_dir(name)
+        final.parent.mkdir(parents=True, exist_ok=True)
+        self._clear_stale_staging(final)
+        staging = Path(tempfile.mkdtemp(prefix=f"{STAGING_PREFIX}{final.name}-", dir=final.parent))
         run = StageRun(name=name, staging=staging, params=dict(params), inputs=dict(inputs))
         started = time.time()
         try:
@@ -267,7 +269,7 @@ class RunDir:
                 **run.extra,
             }
             atomic_write_json(staging / MANIFEST, manifest)
-            replace_dir(staging, self.stage_dir(name))
+            replace_dir(staging, final)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
 
