@@ -1,0 +1,1 @@
+"""Test helpers shared across areas (the OpenAI-compatible stub server)."""
