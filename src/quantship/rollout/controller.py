@@ -1,0 +1,209 @@
+"""Stage decisions: promote after enough clean data, roll back after N breached checks.
+
+Each decision is a compare-and-set on the stored state, so it is applied once even
+when replicas race; only the replica that holds the controller lease runs the
+periodic checks, over the window of observations that all replicas write.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+
+from quantship.rollout.config import RolloutConfig
+from quantship.rollout.metrics import Metrics
+from quantship.rollout.monitor import BREACH, PASS, CheckResult, ProbeRound, check
+from quantship.rollout.state import PAUSED, ROLLED_BACK, RUNNING, RolloutState
+from quantship.rollout.store import Store
+
+log = logging.getLogger("quantship.rollout")
+
+
+class Conflict(Exception):
+    """An admin action that the current state does not allow (HTTP 409)."""
+
+
+class Controller:
+    def __init__(self, config: RolloutConfig, store: Store, metrics: Metrics, circuit_open: Callable[[], bool]):
+        self.config = config
+        self.store = store
+        self.metrics = metrics
+        self.circuit_open = circuit_open
+        self.owner = uuid.uuid4().hex
+        self.state: RolloutState | None = None
+        self.last_check: CheckResult | None = None
+        self.probes: ProbeRound | None = None
+        self._webhooks: set[asyncio.Task] = set()
+
+    async def start(self) -> RolloutState:
+        now = time.time()
+        initial = RolloutState(
+            experiment=self.config.experiment, stage=self.config.initial_stage,
+            stage_entered_at=now, clean_since=now, updated_at=now,
+        )
+        self.state = await self.store.init_state(initial)
+        if self.state.stage >= len(self.config.stages):
+            raise ValueError(f"stored stage {self.state.stage} does not exist in this config's stages")
+        self._export()
+        return self.state
+
+    def fraction(self) -> float:
+        state = self.state
+        if state is None or state.status == ROLLED_BACK:
+            return 0.0
+        return self.config.stages[state.stage].fraction
+
+    async def refresh(self) -> None:
+        self.state = await self.store.load_state()
+        self._export()
+
+    def _export(self) -> None:
+        self.metrics.stage.set(self.state.stage)
+        self.metrics.fraction.set(self.fraction())
+        self.metrics.rolled_back.set(1 if self.state.status == ROLLED_BACK else 0)
+
+    async def _transition(self, change: Callable[[RolloutState], RolloutState | None]) -> RolloutState | None:
+        """Apply `change` to the freshest state with compare-and-set; None when it declines."""
+        for _ in range(20):
+            current = await self.store.load_state()
+            proposed = change(current.model_copy(deep=True))
+            if proposed is None:
+                self.state = current
+                self._export()
+                return None
+            proposed.version = current.version + 1
+            proposed.updated_at = time.time()
+            if await self.store.cas_state(current.version, proposed):
+                self.state = proposed
+                self._export()
+                return proposed
+        raise RuntimeError("rollout state kept changing under this replica; check the store")
+
+    async def tick(self, now: float | None = None) -> CheckResult | None:
+        """One periodic check; only the lease holder decides, the others just refresh."""
+        now = time.time() if now is None else now
+        await self.refresh()
+        if not await self.store.acquire_lease(self.owner, self.config.lease_s):
+            return None
+        cfg = self.config
+        await self.store.prune(now - cfg.window_seconds)
+        window = await self.store.window(now - cfg.window_seconds)
+        result = check(window, cfg.thresholds, cfg.window_min_samples, self.circuit_open(), self.probes)
+        self.metrics.observe_check(result)
+        self.last_check = result
+        if self.state.status == ROLLED_BACK:
+            return result
+        if result.status == BREACH:
+            await self._breached(result, now)
+        elif result.status == PASS:
+            await self._passed(now)
+        return result
+
+    async def _breached(self, result: CheckResult, now: float) -> None:
+        def count(state: RolloutState) -> RolloutState | None:
+            if state.status == ROLLED_BACK:
+                return None
+            state.consecutive_breaches += 1
+            state.clean_since = now
+            state.reasons = result.reasons
+            return state
+
+        state = await self._transition(count)
+        if state is not None and state.consecutive_breaches >= self.config.breach_checks:
+            await self.rollback("monitor", result.reasons, check=result.to_dict())
+
+    async def _passed(self, now: float) -> None:
+        if self.state.consecutive_breaches:
+            await self._transition(lambda s: _with(s, consecutive_breaches=0, reasons=[]) if s.status != ROLLED_BACK else None)
+        state, cfg = self.state, self.config
+        if not cfg.auto_promote or state.status != RUNNING or self.fraction() == 0:
+            return
+        if state.stage >= len(cfg.stages) - 1 or now - state.clean_since < cfg.min_stage_seconds:
+            return
+        samples = (await self.store.counters()).get(f"stage.{state.stage}.treatment", 0)
+        if samples >= cfg.min_samples:
+            await self.promote("monitor", f"{samples} treatment samples, every check passing for {now - state.clean_since:.0f}s")
+
+    async def promote(self, actor: str, reason: str = "") -> RolloutState:
+        last = len(self.config.stages) - 1
+
+        def step(state: RolloutState) -> RolloutState:
+            if state.status == ROLLED_BACK:
+                raise Conflict("the rollout was rolled back; start a new experiment name to try again")
+            if state.stage >= last:
+                raise Conflict(f"already at the last stage ({self.config.stages[last].name})")
+            now = time.time()
+            return _with(state, stage=state.stage + 1, stage_entered_at=now, clean_since=now, consecutive_breaches=0, reasons=[])
+
+        state = await self._transition(step)
+        await self._audit("promote", actor, [reason] if reason else [])
+        return state
+
+    async def pause(self, actor: str) -> RolloutState:
+        def hold(state: RolloutState) -> RolloutState | None:
+            if state.status == ROLLED_BACK:
+                raise Conflict("the rollout was rolled back; there is nothing to pause")
+            return None if state.status == PAUSED else _with(state, status=PAUSED)
+
+        if await self._transition(hold) is not None:
+            await self._audit("pause", actor, [])
+        return self.state
+
+    async def resume(self, actor: str) -> RolloutState:
+        def go(state: RolloutState) -> RolloutState | None:
+            if state.status == ROLLED_BACK:
+                raise Conflict("the rollout was rolled back; start a new experiment name to try again")
+            return None if state.status == RUNNING else _with(state, status=RUNNING, clean_since=time.time())
+
+        if await self._transition(go) is not None:
+            await self._audit("resume", actor, [])
+        return self.state
+
+    async def rollback(self, actor: str, reasons: list[str], check: dict[str, Any] | None = None) -> RolloutState:
+        """All traffic to control, exactly once: a second caller finds it done and does nothing."""
+        stage_name = self.config.stages[self.state.stage].name if self.state else "?"
+        state = await self._transition(lambda s: None if s.status == ROLLED_BACK else _with(s, status=ROLLED_BACK, reasons=reasons))
+        if state is None:
+            return self.state
+        self.metrics.rollbacks.labels("automatic" if actor == "monitor" else "manual").inc()
+        event = await self._audit("rollback", actor, reasons, from_stage=stage_name, check=check,
+                                  consecutive_breaches=state.consecutive_breaches)
+        log.warning("rollout %s rolled back by %s: %s", self.config.experiment, actor, "; ".join(reasons))
+        if self.config.webhook_url:
+            task = asyncio.create_task(self._webhook(event))
+            self._webhooks.add(task)
+            task.add_done_callback(self._webhooks.discard)
+        return state
+
+    async def _audit(self, action: str, actor: str, reasons: list[str], **extra: Any) -> dict[str, Any]:
+        state = self.state
+        event = {
+            "ts": time.time(), "experiment": self.config.experiment, "action": action, "actor": actor,
+            "reasons": reasons, "stage": state.stage, "stage_name": self.config.stages[state.stage].name,
+            "status": state.status, "fraction": self.fraction(), **extra,
+        }
+        await self.store.audit(event)
+        return event
+
+    async def _webhook(self, event: dict[str, Any]) -> None:
+        try:
+            async with httpx.AsyncClient(timeout=self.config.timeouts.webhook_s) as client:
+                response = await client.post(self.config.webhook_url, json={"event": "rollback", **event})
+                response.raise_for_status()
+        except httpx.HTTPError as error:
+            log.error("rollback webhook %s failed: %s", self.config.webhook_url, error)
+            await self.store.audit({"ts": time.time(), "action": "webhook_failed", "error": str(error)})
+
+    async def drain(self) -> None:
+        if self._webhooks:
+            await asyncio.gather(*self._webhooks, return_exceptions=True)
+
+
+def _with(state: RolloutState, **changes: Any) -> RolloutState:
+    return state.model_copy(update=changes)

@@ -1,0 +1,409 @@
+"""The gateway: an OpenAI-compatible proxy that splits users between two backends.
+
+Clients point at the gateway instead of the servers. Each request is assigned by
+consistent hashing of its user key, forwarded with the backend's served model
+name, streamed back byte for byte, and then observed by the quality monitor.
+A failing treatment is answered by the control for that request and, after
+repeated failures, taken out of traffic by the circuit breaker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import json
+import logging
+import os
+import random
+import time
+from collections.abc import AsyncIterator
+from dataclasses import asdict
+from typing import Any
+
+import anyio
+import httpx
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
+from starlette.routing import Route
+
+from quantship.rollout.assign import CONTROL, TREATMENT, assign
+from quantship.rollout.breaker import CircuitBreaker
+from quantship.rollout.config import RolloutConfig
+from quantship.rollout.controller import Conflict, Controller
+from quantship.rollout.metrics import Metrics
+from quantship.rollout.probes import run_probes
+from quantship.rollout.quality import Observation, compile_refusals, observe
+from quantship.rollout.sse import CompletionReader
+from quantship.rollout.store import Store, open_store
+
+log = logging.getLogger("quantship.rollout")
+VARIANT_HEADER = "x-quantship-variant"
+
+
+class ApiError(Exception):
+    """An OpenAI-shaped error response: {"error": {"message", "type", "code"}}."""
+
+    def __init__(self, status: int, message: str, kind: str = "invalid_request_error", code: str | None = None):
+        super().__init__(message)
+        self.status, self.message, self.kind, self.code = status, message, kind, code
+
+    def response(self, headers: dict[str, str] | None = None) -> JSONResponse:
+        body = {"error": {"message": self.message, "type": self.kind, "param": None, "code": self.code or self.status}}
+        return JSONResponse(body, status_code=self.status, headers=headers)
+
+
+class BackendFailed(Exception):
+    """The backend errored (5xx), timed out or refused the connection."""
+
+
+class Gateway:
+    def __init__(self, config: RolloutConfig, store: Store | None = None):
+        self.config = config
+        self.store = store or open_store(config.store, config.experiment)
+        self.metrics = Metrics()
+        self.breaker = CircuitBreaker(config.breaker.failures, config.breaker.reset_s)
+        self.controller = Controller(config, self.store, self.metrics, lambda: self.breaker.is_open)
+        self.refusals = compile_refusals(config.refusal_patterns)
+        self.backends = {CONTROL: config.control, TREATMENT: config.treatment}
+        self.clients: dict[str, httpx.AsyncClient] = {}
+        self._tasks: list[asyncio.Task] = []
+        self.app = self._build_app()
+
+    # -- lifecycle -------------------------------------------------------------------
+    @contextlib.asynccontextmanager
+    async def lifespan(self, app: Starlette) -> AsyncIterator[None]:
+        timeouts = self.config.timeouts
+        timeout = httpx.Timeout(connect=timeouts.connect_s, read=timeouts.read_s, write=timeouts.read_s, pool=timeouts.connect_s)
+        limits = httpx.Limits(max_connections=1024, max_keepalive_connections=256)
+        for variant, backend in self.backends.items():
+            headers = {}
+            if backend.api_key_env:
+                key = os.environ.get(backend.api_key_env)
+                if key:
+                    headers["authorization"] = f"Bearer {key}"
+            self.clients[variant] = httpx.AsyncClient(base_url=backend.url, timeout=timeout, limits=limits, headers=headers)
+        await self.controller.start()
+        self._tasks = [asyncio.create_task(self._check_loop(), name="rollout-checks")]
+        if self.config.probes:
+            self._tasks.append(asyncio.create_task(self._probe_loop(), name="rollout-probes"))
+        try:
+            yield
+        finally:
+            for task in self._tasks:
+                task.cancel()
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+            await self.controller.drain()
+            for client in self.clients.values():
+                await client.aclose()
+            await self.store.close()
+
+    async def _check_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.config.check_interval_s)
+            try:
+                await self.controller.tick()
+            except Exception:  # a store hiccup must not stop the monitor for good
+                log.exception("rollout check failed; retrying at the next interval")
+
+    async def _probe_loop(self) -> None:
+        while True:
+            try:
+                if self.controller.state is not None and self.controller.state.status != "rolled_back":
+                    self.controller.probes = await run_probes(self.config.probes, self.clients, self.backends, self.metrics)
+            except Exception:
+                log.exception("known-answer probes failed; retrying at the next interval")
+            await asyncio.sleep(self.config.probe_interval_s)
+
+    # -- routes ----------------------------------------------------------------------
+    def _build_app(self) -> Starlette:
+        async def on_http_error(request: Request, exc: HTTPException) -> Response:
+            kind = "not_found_error" if exc.status_code == 404 else "invalid_request_error"
+            return ApiError(exc.status_code, str(exc.detail), kind).response()
+
+        async def on_api_error(request: Request, exc: ApiError) -> Response:
+            return exc.response()
+
+        async def on_crash(request: Request, exc: Exception) -> Response:
+            log.exception("gateway error on %s", request.url.path)
+            return ApiError(500, "internal gateway error; see the gateway log", "server_error").response()
+
+        routes = [
+            Route("/v1/chat/completions", self._chat, methods=["POST"]),
+            Route("/v1/completions", self._completions, methods=["POST"]),
+            Route("/v1/models", self._models, methods=["GET"]),
+            Route("/health", self._health, methods=["GET"]),
+            Route("/metrics", self._metrics, methods=["GET"]),
+            Route("/admin/status", self._status, methods=["GET"]),
+            Route("/admin/audit", self._audit, methods=["GET"]),
+            Route("/admin/promote", self._promote, methods=["POST"]),
+            Route("/admin/pause", self._pause, methods=["POST"]),
+            Route("/admin/resume", self._resume, methods=["POST"]),
+            Route("/admin/rollback", self._rollback, methods=["POST"]),
+        ]
+        return Starlette(
+            routes=routes,
+            lifespan=self.lifespan,
+            exception_handlers={HTTPException: on_http_error, ApiError: on_api_error, Exception: on_crash},
+        )
+
+    async def _models(self, request: Request) -> Response:
+        names = self.config.models or [self.config.control.model]
+        data = [{"id": n, "object": "model", "created": 0, "owned_by": "quantship-rollout"} for n in names]
+        return JSONResponse({"object": "list", "data": data})
+
+    async def _health(self, request: Request) -> Response:
+        state = self.controller.state
+        return JSONResponse({"status": "ok", "rollout": state.status if state else "starting"})
+
+    async def _metrics(self, request: Request) -> Response:
+        return Response(generate_latest(self.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    async def _chat(self, request: Request) -> Response:
+        return await self._complete(request, "chat")
+
+    async def _completions(self, request: Request) -> Response:
+        return await self._complete(request, "completions")
+
+    # -- proxy -----------------------------------------------------------------------
+    async def _read_body(self, request: Request, endpoint: str) -> dict[str, Any]:
+        limit = self.config.max_request_bytes
+        declared = request.headers.get("content-length")
+        if declared and declared.isdigit() and int(declared) > limit:
+            raise ApiError(413, f"request body is larger than the gateway limit of {limit} bytes")
+        chunks, size = [], 0
+        try:
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > limit:
+                    raise ApiError(413, f"request body is larger than the gateway limit of {limit} bytes")
+                chunks.append(chunk)
+        except ClientDisconnect as error:
+            raise ApiError(400, "client disconnected while sending the request") from error
+        try:
+            body = json.loads(b"".join(chunks))
+        except (ValueError, UnicodeDecodeError) as error:
+            raise ApiError(400, f"request body is not valid JSON ({error})") from error
+        if not isinstance(body, dict):
+            raise ApiError(400, "request body must be a JSON object")
+        if endpoint == "chat":
+            messages = body.get("messages")
+            if not isinstance(messages, list) or not messages or not all(isinstance(m, dict) for m in messages):
+                raise ApiError(400, "'messages' must be a non-empty list of message objects")
+        elif not isinstance(body.get("prompt"), (str, list)):
+            raise ApiError(400, "'prompt' must be a string or a list")
+        model = body.get("model")
+        if self.config.models and model not in self.config.models:
+            raise ApiError(404, f"model {model!r} does not exist; use one of {self.config.models}", "not_found_error", "model_not_found")
+        if "stream" in body and not isinstance(body["stream"], bool):
+            raise ApiError(400, "'stream' must be true or false")
+        return body
+
+    def _route(self, request: Request, body: dict[str, Any]) -> str:
+        fraction = self.controller.fraction()
+        user = body.get("user") if isinstance(body.get("user"), str) and body.get("user") else None
+        user = user or request.headers.get(self.config.user_header)
+        if user:
+            return assign(self.config.experiment, user, fraction)
+        self.metrics.unkeyed.inc()
+        if self.config.fallback == "client-ip" and request.client is not None:
+            return assign(self.config.experiment, f"ip:{request.client.host}", fraction)
+        if self.config.fallback == "random":
+            return TREATMENT if random.random() < fraction else CONTROL
+        return CONTROL
+
+    async def _complete(self, request: Request, endpoint: str) -> Response:
+        body = await self._read_body(request, endpoint)
+        variant = self._route(request, body)
+        unkeyed = {"unkeyed": 1} if not (body.get("user") or request.headers.get(self.config.user_header)) else {}
+        stream = bool(body.get("stream"))
+        path = "/v1/chat/completions" if endpoint == "chat" else "/v1/completions"
+        stage = self.controller.state.stage
+        start = time.perf_counter()
+        failover: str | None = None
+        if variant == TREATMENT and not self.breaker.allow():
+            variant, failover = CONTROL, "circuit_open"
+        if variant == TREATMENT:
+            try:
+                upstream = await self._send(TREATMENT, path, body, stream)
+                self.breaker.success()
+            except BackendFailed as error:
+                self.breaker.failure()
+                failover = "treatment_failed"
+                await self._record(TREATMENT, endpoint, stage, None, time.perf_counter() - start, None, {"failovers": 1})
+                log.debug("treatment failed, failing over: %s", error)
+                variant = CONTROL
+        if variant == CONTROL:
+            try:
+                upstream = await self._send(CONTROL, path, body, stream)
+            except BackendFailed as error:
+                await self._record(CONTROL, endpoint, stage, None, time.perf_counter() - start, None, unkeyed)
+                raise ApiError(502, f"control backend failed: {error}", "server_error", "backend_unavailable") from error
+        if failover:
+            self.metrics.failovers.labels(failover).inc()
+        headers = {VARIANT_HEADER: variant, "x-quantship-experiment": self.config.experiment}
+        if failover:
+            headers["x-quantship-failover"] = failover
+        extra = {**unkeyed, **({"failovers": 1} if failover == "circuit_open" else {})}
+        if upstream.status_code >= 400:  # a client error the backend reported: pass it on
+            content = await upstream.aread()
+            await upstream.aclose()
+            await self.store.record({f"requests.{variant}": 1, f"client_errors.{variant}": 1, **extra}, None)
+            self.metrics.requests.labels(variant, endpoint, "client_error").inc()
+            return Response(content, upstream.status_code, headers=headers, media_type=upstream.headers.get("content-type"))
+        if not stream:
+            reader = CompletionReader()
+            content = upstream.content
+            reader.feed_body(content)
+            await self._record(variant, endpoint, stage, reader, time.perf_counter() - start, None, extra)
+            return Response(content, 200, headers=headers, media_type="application/json")
+        return StreamingResponse(
+            self._relay(upstream, variant, endpoint, stage, start, extra),
+            media_type="text/event-stream",
+            headers={**headers, "cache-control": "no-cache", "x-accel-buffering": "no"},
+        )
+
+    async def _send(self, variant: str, path: str, body: dict[str, Any], stream: bool) -> httpx.Response:
+        payload = {**body, "model": self.backends[variant].model}
+        client = self.clients[variant]
+        try:
+            request = client.build_request("POST", path, json=payload)
+            response = await client.send(request, stream=stream)  # non-streamed: body read here, so failover covers it
+        except httpx.HTTPError as error:
+            raise BackendFailed(f"{type(error).__name__}: {error}") from error
+        if response.status_code >= 500:
+            await response.aclose()
+            raise BackendFailed(f"HTTP {response.status_code}")
+        return response
+
+    async def _relay(
+        self, upstream: httpx.Response, variant: str, endpoint: str, stage: int, start: float, extra: dict[str, int]
+    ) -> AsyncIterator[bytes]:
+        """Forward each chunk as it arrives; observe a copy; record once the stream ends."""
+        reader = CompletionReader()
+        ttft: float | None = None
+        failed = False
+        cancelled = False
+        try:
+            async for chunk in upstream.aiter_raw():
+                if reader.feed(chunk) and ttft is None:
+                    ttft = time.perf_counter() - start
+                yield chunk
+        except httpx.HTTPError as error:
+            failed = True
+            message = {"error": {"message": f"{variant} backend failed mid-stream: {error}", "type": "server_error", "code": 502}}
+            yield f"data: {json.dumps(message)}\n\ndata: [DONE]\n\n".encode()
+        except (asyncio.CancelledError, GeneratorExit):
+            cancelled = True  # the client went away: nothing to judge
+            raise
+        finally:
+            with anyio.CancelScope(shield=True):
+                await upstream.aclose()
+                if variant == TREATMENT and failed:
+                    self.breaker.failure()
+                latency = time.perf_counter() - start
+                if cancelled:
+                    await self.store.record({f"requests.{variant}": 1, "client_disconnects": 1, **extra}, None)
+                else:
+                    await self._record(variant, endpoint, stage, None if failed else reader, latency, ttft, extra)
+
+    async def _record(
+        self, variant: str, endpoint: str, stage: int, reader: CompletionReader | None,
+        latency: float, ttft: float | None, extra: dict[str, int],
+    ) -> None:
+        """Counters, window observation and Prometheus for one finished request (reader None: failed)."""
+        now = time.time()
+        counters = {f"requests.{variant}": 1, f"stage.{stage}.{variant}": 1, **extra}
+        if reader is None or reader.error:
+            counters[f"errors.{variant}"] = 1
+            observation = Observation(variant=variant, ts=now, ok=False, latency_s=latency)
+            self.metrics.requests.labels(variant, endpoint, "error").inc()
+        else:
+            tokens = reader.tokens()
+            observation = observe(variant, now, reader.text, tokens, reader.finish_reason, self.refusals, ttft, latency)
+            counters[f"tokens.{variant}"] = tokens
+            self.metrics.requests.labels(variant, endpoint, "ok").inc()
+            self.metrics.tokens.labels(variant, "completion").inc(tokens)
+            if reader.prompt_tokens:
+                self.metrics.tokens.labels(variant, "prompt").inc(reader.prompt_tokens)
+            self.metrics.latency.labels(variant).observe(latency)
+            if ttft is not None:
+                self.metrics.ttft.labels(variant).observe(ttft)
+        await self.store.record(counters, observation)
+
+    # -- admin -----------------------------------------------------------------------
+    def _authorise(self, request: Request) -> None:
+        token = self.config.admin_token()
+        if token is None:
+            raise ApiError(403, f"admin API disabled: set {self.config.admin_token_env} before starting the gateway",
+                           "permission_error")
+        given = request.headers.get("authorization", "")
+        if not hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
+            raise ApiError(401, "missing or wrong admin bearer token", "authentication_error")
+
+    async def _reason(self, request: Request) -> str:
+        try:
+            body = json.loads(await request.body() or b"{}")
+        except ValueError as error:
+            raise ApiError(400, "admin request body must be JSON") from error
+        reason = body.get("reason", "") if isinstance(body, dict) else ""
+        return str(reason)[:500]
+
+    async def status(self) -> dict[str, Any]:
+        await self.controller.refresh()
+        state = self.controller.state
+        last = self.controller.last_check
+        probes = self.controller.probes
+        return {
+            "experiment": self.config.experiment,
+            "stage": state.stage,
+            "stage_name": self.config.stages[state.stage].name,
+            "stages": [s.model_dump() for s in self.config.stages],
+            "status": state.status,
+            "treatment_fraction": self.controller.fraction(),
+            "consecutive_breaches": state.consecutive_breaches,
+            "reasons": state.reasons,
+            "stage_entered_at": state.stage_entered_at,
+            "counters": await self.store.counters(),
+            "circuit_open": self.breaker.is_open,
+            "last_check": last.to_dict() if last else None,
+            "probes": asdict(probes) if probes else None,
+        }
+
+    async def _status(self, request: Request) -> Response:
+        self._authorise(request)
+        return JSONResponse(await self.status())
+
+    async def _audit(self, request: Request) -> Response:
+        self._authorise(request)
+        limit = request.query_params.get("limit", "100")
+        if not limit.isdigit():
+            raise ApiError(400, "'limit' must be a positive integer")
+        return JSONResponse({"events": await self.store.audit_log(int(limit))})
+
+    async def _admin(self, request: Request, action) -> Response:
+        self._authorise(request)
+        try:
+            await action(await self._reason(request))
+        except Conflict as error:
+            raise ApiError(409, str(error), "conflict_error") from error
+        return JSONResponse(await self.status())
+
+    async def _promote(self, request: Request) -> Response:
+        return await self._admin(request, lambda reason: self.controller.promote("admin", reason))
+
+    async def _pause(self, request: Request) -> Response:
+        return await self._admin(request, lambda reason: self.controller.pause("admin"))
+
+    async def _resume(self, request: Request) -> Response:
+        return await self._admin(request, lambda reason: self.controller.resume("admin"))
+
+    async def _rollback(self, request: Request) -> Response:
+        return await self._admin(request, lambda reason: self.controller.rollback("admin", [reason or "manual rollback"]))
+
+
+def build_app(config: RolloutConfig, store: Store | None = None) -> Starlette:
+    return Gateway(config, store).app

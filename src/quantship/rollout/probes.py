@@ -1,0 +1,44 @@
+"""Known-answer probes: the same questions sent to both backends at an interval.
+
+Traffic may not exercise facts the quantized model lost; a probe that the control
+answers and the treatment does not is a breach of its own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import httpx
+
+from quantship.rollout.config import Backend, Probe
+from quantship.rollout.metrics import Metrics
+from quantship.rollout.monitor import ProbeRound
+
+
+async def _ask(client: httpx.AsyncClient, backend: Backend, probe: Probe) -> bool:
+    payload = {
+        "model": backend.model,
+        "messages": [{"role": "user", "content": probe.prompt}],
+        "max_tokens": probe.max_tokens,
+        "temperature": 0,
+    }
+    try:
+        response = await client.post("/v1/chat/completions", json=payload)
+        response.raise_for_status()
+        text = response.json()["choices"][0]["message"]["content"] or ""
+    except (httpx.HTTPError, ValueError, KeyError, IndexError, TypeError):
+        return False
+    return any(expected.lower() in text.lower() for expected in probe.expect)
+
+
+async def run_probes(
+    probes: list[Probe], clients: dict[str, httpx.AsyncClient], backends: dict[str, Backend], metrics: Metrics
+) -> ProbeRound:
+    results: dict[str, dict[str, bool]] = {}
+    for variant in ("control", "treatment"):
+        answers = await asyncio.gather(*(_ask(clients[variant], backends[variant], p) for p in probes))
+        results[variant] = {p.prompt: ok for p, ok in zip(probes, answers)}
+        for ok in answers:
+            metrics.probes.labels(variant, "pass" if ok else "fail").inc()
+    return ProbeRound(ts=time.time(), control=results["control"], treatment=results["treatment"])

@@ -1,0 +1,217 @@
+"""Where rollout state, counters, the quality window and the audit log live.
+
+SQLite (WAL) is the default: one file, durable across kill -9, no service to run.
+Redis is the shared store when several gateway replicas sit behind a load
+balancer; both implement the same small async interface, and state changes are
+compare-and-set in both so concurrent replicas cannot double-apply a decision.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import sqlite3
+import time
+from pathlib import Path
+from typing import Any
+
+from quantship.errors import InputError
+from quantship.rollout.quality import Observation
+from quantship.rollout.state import RolloutState
+
+
+class Store:
+    """Interface; see SqliteStore and RedisStore."""
+
+    async def init_state(self, state: RolloutState) -> RolloutState: ...  # create unless present
+    async def load_state(self) -> RolloutState: ...
+    async def cas_state(self, expected_version: int, state: RolloutState) -> bool: ...
+    async def record(self, counters: dict[str, int], observation: Observation | None) -> None: ...
+    async def counters(self) -> dict[str, int]: ...
+    async def window(self, since_ts: float) -> list[Observation]: ...
+    async def prune(self, before_ts: float) -> None: ...
+    async def audit(self, event: dict[str, Any]) -> None: ...
+    async def audit_log(self, limit: int = 100) -> list[dict[str, Any]]: ...
+    async def acquire_lease(self, owner: str, ttl_s: float) -> bool: ...
+    async def close(self) -> None: ...
+
+
+def _obs_json(observation: Observation) -> str:
+    return json.dumps(dataclasses.asdict(observation), separators=(",", ":"))
+
+
+def _obs_load(text: str | bytes) -> Observation:
+    return Observation(**json.loads(text))
+
+
+class SqliteStore(Store):
+    """One SQLite file in WAL mode; every call is a short transaction on the event loop thread."""
+
+    def __init__(self, path: Path, experiment: str):
+        self.experiment = experiment
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=10)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: durable against process kill
+        self._db.executescript(
+            """
+            CREATE TABLE IF NOT EXISTS state (experiment TEXT PRIMARY KEY, version INTEGER, body TEXT);
+            CREATE TABLE IF NOT EXISTS counters (experiment TEXT, name TEXT, value INTEGER,
+                PRIMARY KEY (experiment, name));
+            CREATE TABLE IF NOT EXISTS observations (id INTEGER PRIMARY KEY, experiment TEXT, ts REAL, body TEXT);
+            CREATE INDEX IF NOT EXISTS observations_ts ON observations (experiment, ts);
+            CREATE TABLE IF NOT EXISTS audit (id INTEGER PRIMARY KEY, experiment TEXT, ts REAL, body TEXT);
+            CREATE TABLE IF NOT EXISTS lease (experiment TEXT PRIMARY KEY, owner TEXT, expires REAL);
+            """
+        )
+
+    async def init_state(self, state: RolloutState) -> RolloutState:
+        self._db.execute(
+            "INSERT OR IGNORE INTO state VALUES (?, ?, ?)", (self.experiment, state.version, state.model_dump_json())
+        )
+        return await self.load_state()
+
+    async def load_state(self) -> RolloutState:
+        row = self._db.execute("SELECT body FROM state WHERE experiment = ?", (self.experiment,)).fetchone()
+        return RolloutState.model_validate_json(row[0])
+
+    async def cas_state(self, expected_version: int, state: RolloutState) -> bool:
+        cursor = self._db.execute(
+            "UPDATE state SET version = ?, body = ? WHERE experiment = ? AND version = ?",
+            (state.version, state.model_dump_json(), self.experiment, expected_version),
+        )
+        return cursor.rowcount == 1
+
+    async def record(self, counters: dict[str, int], observation: Observation | None) -> None:
+        with self._db:  # one transaction: counters and window never disagree
+            self._db.execute("BEGIN IMMEDIATE")
+            self._db.executemany(
+                "INSERT INTO counters VALUES (?, ?, ?) ON CONFLICT (experiment, name) DO UPDATE SET value = value + excluded.value",
+                [(self.experiment, name, n) for name, n in counters.items()],
+            )
+            if observation is not None:
+                self._db.execute(
+                    "INSERT INTO observations (experiment, ts, body) VALUES (?, ?, ?)",
+                    (self.experiment, observation.ts, _obs_json(observation)),
+                )
+
+    async def counters(self) -> dict[str, int]:
+        rows = self._db.execute("SELECT name, value FROM counters WHERE experiment = ?", (self.experiment,))
+        return dict(rows.fetchall())
+
+    async def window(self, since_ts: float) -> list[Observation]:
+        rows = self._db.execute(
+            "SELECT body FROM observations WHERE experiment = ? AND ts >= ? ORDER BY ts", (self.experiment, since_ts)
+        )
+        return [_obs_load(r[0]) for r in rows.fetchall()]
+
+    async def prune(self, before_ts: float) -> None:
+        self._db.execute("DELETE FROM observations WHERE experiment = ? AND ts < ?", (self.experiment, before_ts))
+
+    async def audit(self, event: dict[str, Any]) -> None:
+        self._db.execute(
+            "INSERT INTO audit (experiment, ts, body) VALUES (?, ?, ?)",
+            (self.experiment, event.get("ts", time.time()), json.dumps(event)),
+        )
+
+    async def audit_log(self, limit: int = 100) -> list[dict[str, Any]]:
+        rows = self._db.execute(
+            "SELECT body FROM audit WHERE experiment = ? ORDER BY id DESC LIMIT ?", (self.experiment, limit)
+        )
+        return [json.loads(r[0]) for r in reversed(rows.fetchall())]
+
+    async def acquire_lease(self, owner: str, ttl_s: float) -> bool:
+        now = time.time()
+        with self._db:
+            self._db.execute("BEGIN IMMEDIATE")
+            row = self._db.execute("SELECT owner, expires FROM lease WHERE experiment = ?", (self.experiment,)).fetchone()
+            if row is not None and row[0] != owner and row[1] > now:
+                return False
+            self._db.execute("INSERT OR REPLACE INTO lease VALUES (?, ?, ?)", (self.experiment, owner, now + ttl_s))
+            return True
+
+    async def close(self) -> None:
+        self._db.close()
+
+
+_CAS = """
+local cur = redis.call('GET', KEYS[1])
+if not cur then return 0 end
+if cjson.decode(cur)['version'] == tonumber(ARGV[1]) then
+  redis.call('SET', KEYS[1], ARGV[2]) return 1
+end
+return 0
+"""
+_LEASE = """
+local cur = redis.call('GET', KEYS[1])
+if (not cur) or cur == ARGV[1] then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2]) return 1
+end
+return 0
+"""
+
+
+class RedisStore(Store):
+    """Keys under quantship:rollout:<experiment>:, shared by every replica."""
+
+    def __init__(self, url: str, experiment: str):
+        import redis.asyncio as redis
+
+        self.experiment = experiment
+        self._redis = redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=5)
+        prefix = f"quantship:rollout:{experiment}:"
+        self._k = {name: prefix + name for name in ("state", "counters", "obs", "audit", "lease")}
+        self._cas = self._redis.register_script(_CAS)
+        self._lease = self._redis.register_script(_LEASE)
+
+    async def init_state(self, state: RolloutState) -> RolloutState:
+        await self._redis.set(self._k["state"], state.model_dump_json(), nx=True)
+        return await self.load_state()
+
+    async def load_state(self) -> RolloutState:
+        return RolloutState.model_validate_json(await self._redis.get(self._k["state"]))
+
+    async def cas_state(self, expected_version: int, state: RolloutState) -> bool:
+        return bool(await self._cas(keys=[self._k["state"]], args=[expected_version, state.model_dump_json()]))
+
+    async def record(self, counters: dict[str, int], observation: Observation | None) -> None:
+        async with self._redis.pipeline(transaction=True) as pipe:
+            for name, n in counters.items():
+                pipe.hincrby(self._k["counters"], name, n)
+            if observation is not None:
+                member = _obs_json(observation) + f"#{time.monotonic_ns()}"
+                pipe.zadd(self._k["obs"], {member: observation.ts})
+            await pipe.execute()
+
+    async def counters(self) -> dict[str, int]:
+        raw = await self._redis.hgetall(self._k["counters"])
+        return {k.decode(): int(v) for k, v in raw.items()}
+
+    async def window(self, since_ts: float) -> list[Observation]:
+        members = await self._redis.zrangebyscore(self._k["obs"], since_ts, "+inf")
+        return [_obs_load(m.rsplit(b"#", 1)[0]) for m in members]
+
+    async def prune(self, before_ts: float) -> None:
+        await self._redis.zremrangebyscore(self._k["obs"], "-inf", f"({before_ts}")
+
+    async def audit(self, event: dict[str, Any]) -> None:
+        await self._redis.rpush(self._k["audit"], json.dumps(event))
+
+    async def audit_log(self, limit: int = 100) -> list[dict[str, Any]]:
+        return [json.loads(e) for e in await self._redis.lrange(self._k["audit"], -limit, -1)]
+
+    async def acquire_lease(self, owner: str, ttl_s: float) -> bool:
+        return bool(await self._lease(keys=[self._k["lease"]], args=[owner, int(ttl_s * 1000)]))
+
+    async def close(self) -> None:
+        await self._redis.aclose()
+
+
+def open_store(url: str, experiment: str) -> Store:
+    """`sqlite:///relative/or//absolute/path.db` or `redis://host:port/db`."""
+    if url.startswith("sqlite:///"):
+        return SqliteStore(Path(url[len("sqlite:///") :]), experiment)
+    if url.startswith(("redis://", "rediss://")):
+        return RedisStore(url, experiment)
+    raise InputError(f"unknown rollout store {url!r}", "use sqlite:///PATH or redis://HOST:PORT/DB")
