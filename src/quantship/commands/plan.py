@@ -1,9 +1,63 @@
-"""`quantship plan`: not built yet (issue #5)."""
+"""`quantship plan`: format, serving stack, memory budget, replicas and TP for a target."""
+
+from __future__ import annotations
+
+from pathlib import Path
 
 import typer
 
-from quantship.commands.common import not_available
+from quantship.commands.common import name_option, resolve_run_dir, run_dir_option
+from quantship.rundir import RunDir, atomic_write_json
+
+DEFAULT_CONTEXT = 8192
 
 
 def register(app: typer.Typer) -> None:
-    not_available(app, "plan", "Pick format and serving stack for the hardware; budget memory, replicas, tensor parallelism.", 5)
+    @app.command(
+        "plan",
+        help="Pick format and serving stack for the hardware; budget memory, replicas, tensor parallelism.",
+    )
+    def plan(
+        model: Path = typer.Option(..., "--model", help="Checkpoint folder or its config.json."),
+        hardware: str = typer.Option(
+            ..., "--hardware", help="h100, h200, a100-80gb, a100-40gb, l4, a10g, b200, cpu, or a profile YAML."
+        ),
+        variant: Path | None = typer.Option(
+            None, "--variant", help="A quantized variant (folder or .gguf): its format and real file sizes are used."
+        ),
+        context: int | None = typer.Option(
+            None, "--context", min=1, help=f"Tokens per sequence (default {DEFAULT_CONTEXT} or the model's maximum)."
+        ),
+        concurrency: int = typer.Option(32, "--concurrency", min=1, help="Concurrent sequences per replica."),
+        format: str = typer.Option("auto", "--format", help="auto, or one format: bf16, w8a8-fp8, w8a8-int8, w4a16, gguf-q8_0, gguf-q4_k_m, nf4."),
+        stack: str = typer.Option("auto", "--stack", help="auto, vllm, llamacpp or transformers."),
+        kv_cache_dtype: str = typer.Option("auto", "--kv-cache-dtype", help="auto (model dtype) or fp8."),
+        devices: int = typer.Option(1, "--devices", min=1, help="Devices available (GPUs) for tensor parallelism and replicas."),
+        max_memory_utilization: float = typer.Option(
+            0.90, "--max-memory-utilization", min=0.05, max=0.99, help="Share of each device's memory all replicas may use."
+        ),
+        bandwidth_gbs: float | None = typer.Option(
+            None, "--bandwidth-gbs", min=0.1, help="Memory bandwidth override (CPU default: measured)."
+        ),
+        measurements: Path | None = typer.Option(
+            None, "--measurements", help="JSON of measured decode tokens/s per format; re-ranks the formats."
+        ),
+        measure: bool = typer.Option(False, "--measure", help="Benchmark candidate formats on this machine (needs serve/bench)."),
+        run_dir: Path | None = run_dir_option(),
+        name: str = name_option(),
+    ) -> None:
+        from quantship.plan import api
+
+        request = api.PlanArgs(
+            model=model, hardware=hardware, variant=variant, context=context or DEFAULT_CONTEXT,
+            context_given=context is not None, concurrency=concurrency, format=format, stack=stack,
+            kv_cache_dtype=kv_cache_dtype, devices=devices, max_memory_utilization=max_memory_utilization,
+            bandwidth_gbs=bandwidth_gbs, measurements=measurements, measure=measure,
+        )
+        result = api.plan_from_args(request)
+        rundir = RunDir(resolve_run_dir(run_dir, name))
+        with rundir.stage("plan", request.fingerprint_params(result), api.input_hashes(rundir, result)) as stage:
+            atomic_write_json(stage.path("plan.json"), result.plan)
+        api.print_plan(result.plan, str(result.model_folder))
+        typer.echo(f"wrote {rundir.stage_dir('plan') / 'plan.json'}", err=True)
+

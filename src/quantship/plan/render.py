@@ -1,0 +1,78 @@
+"""The plan as a rich table: every candidate, its budget, and the chosen command line."""
+
+from __future__ import annotations
+
+import shlex
+
+from rich.console import Console, Group
+from rich.panel import Panel
+from rich.table import Table
+from rich.text import Text
+
+from quantship.plan.memory import GIB
+from quantship.plan.planner import Candidate, Plan
+
+STATUS_STYLE = {"ok": "green", "slow": "yellow", "refused": "red"}
+
+
+def gib(value: int | float | None) -> str:
+    return "-" if value is None else f"{value / GIB:.1f}"
+
+
+def render(plan: Plan, model_path: str) -> Group:
+    hw, geo, t = plan.hardware, plan.model, plan.traffic
+    head = Text.assemble(
+        (f"{geo.name}", "bold"),
+        f"  {geo.architecture}, {plan.params.total / 1e9:.2f} B params ({plan.params.source}), "
+        f"{geo.layers} layers, {geo.heads} heads / {geo.kv_heads} KV heads x {geo.head_dim}\n",
+        (f"{hw.name}", "bold"),
+        f"  {hw.memory_gib:.1f} GiB, "
+        + (f"SM {hw.compute_capability:.1f}, " if hw.kind == "gpu" else f"{hw.cores} cores, {', '.join(hw.cpu_flags) or 'no AVX'}, ")
+        + (f"{hw.bandwidth_gbs:g} GB/s ({hw.bandwidth_source})" if hw.bandwidth_gbs else "bandwidth unknown")
+        + f", {plan.devices} device(s)\n",
+        f"traffic: {t.concurrency} concurrent x {t.context} tokens, KV cache {plan.kv_cache_dtype}; "
+        f"order: {plan.ranking.basis} ({plan.ranking.source})",
+    )
+    return Group(head, _table(plan), _chosen(plan, model_path), *[Text(f"note: {n}", style="dim") for n in plan.notes])
+
+
+def _table(plan: Plan) -> Table:
+    table = Table(show_lines=False, header_style="bold")
+    for column in ("#", "format", "stack", "status", "weights GiB", "KV GiB", "overhead GiB", "GiB/device",
+                   "TP", "replicas/dev (weights only)", "util", "full-ctx seqs", "tok/s", "reason"):
+        table.add_column(column, justify="right" if column[0].isdigit() or "GiB" in column else "left")
+    for rank, c in enumerate(plan.candidates, 1):
+        table.add_row(*_row(rank, c))
+    return table
+
+
+def _row(rank: int, c: Candidate) -> list[str]:
+    status = f"[{STATUS_STYLE[c.status]}]{c.status}[/]"
+    if c.fit is None:
+        return [str(rank), c.format, c.stack, status, *["-"] * 9, c.reason or ""]
+    f, b = c.fit, c.fit.budget
+    rate = f"{c.measured_tok_s:g} measured" if c.measured_tok_s is not None else (
+        f"<= {c.decode_roofline_tok_s:,.0f}" if c.decode_roofline_tok_s else "-")
+    return [
+        str(rank), c.format, c.stack, status,
+        gib(c.weights_bytes), gib(b.kv_bytes), gib(b.overhead_bytes), gib(b.total_bytes),
+        str(f.tensor_parallel or "-"), f"{f.replicas_per_device} ({f.replicas_weights_only})",
+        f"{f.memory_utilization:.2f}", str(f.max_full_context_seqs), rate, c.reason or "",
+    ]
+
+
+def _chosen(plan: Plan, model_path: str) -> Panel:
+    c = plan.chosen
+    settings = c.fit.settings
+    env = " ".join(f"{k}={v}" for k, v in settings.env.items())
+    program = {"vllm": ["vllm", "serve", model_path], "llamacpp": ["llama-server", "-m", model_path]}.get(c.stack)
+    command = shlex.join(program + settings.args) if program else f"transformers ({c.format}); no server flags"
+    body = (
+        f"{c.format} on {c.stack}: TP {c.fit.tensor_parallel}, {c.fit.replicas_per_device} replica(s) per device, "
+        f"{c.fit.replicas_total} on {plan.devices} device(s)\n{(env + ' ') if env else ''}{command}"
+    )
+    return Panel(body, title="plan", border_style="green")
+
+
+def print_plan(plan: Plan, model_path: str, console: Console | None = None) -> None:
+    (console or Console()).print(render(plan, model_path))
