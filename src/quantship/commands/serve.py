@@ -1,9 +1,104 @@
-"""`quantship serve`: not built yet (issue #5)."""
+"""`quantship serve`: pre-flight, launch, health check, warm-up and probe a real server."""
+
+from __future__ import annotations
+
+import signal
+from pathlib import Path
 
 import typer
+from rich.console import Console
 
-from quantship.commands.common import not_available
+from quantship.commands.common import name_option, resolve_run_dir, run_dir_option
 
 
 def register(app: typer.Typer) -> None:
-    not_available(app, "serve", "Pre-flight, launch and warm up a vLLM or llama.cpp server for a passing variant.", 5)
+    @app.command("serve")
+    def serve(
+        variant: str | None = typer.Option(None, "--variant", help="Variant of the run directory to serve (needs a passing verdict)."),
+        model: Path | None = typer.Option(None, "--model", help="Plain checkpoint folder or .gguf file (the control; no verdict)."),
+        stack: str = typer.Option("auto", "--stack", help="vllm (GPU) | vllm-cpu | llama.cpp | auto (GGUF -> llama.cpp, else vLLM)."),
+        host: str = typer.Option("127.0.0.1", "--host", help="Address to bind (loopback by default)."),
+        port: int = typer.Option(8000, "--port", min=0, max=65535, help="Port (0: a free one)."),
+        max_model_len: int = typer.Option(2048, "--max-model-len", min=16, help="Context length per sequence."),
+        kv_cache_gib: int = typer.Option(1, "--kv-cache-gib", min=1, help="vLLM CPU KV cache (VLLM_CPU_KVCACHE_SPACE)."),
+        tensor_parallel: int | None = typer.Option(None, "--tensor-parallel", min=1, help="vLLM GPUs per replica (default: from plan.json, else 1)."),
+        parallel: int = typer.Option(4, "--parallel", min=1, help="llama.cpp concurrent slots."),
+        threads: int | None = typer.Option(None, "--threads", min=1, help="llama.cpp threads (default: physical cores)."),
+        llama_server: Path | None = typer.Option(None, "--llama-server", help="Path of a compiled llama-server binary."),
+        vllm_python: Path | None = typer.Option(None, "--vllm-python", help="Python of a GPU vLLM install (default: $QUANTSHIP_VLLM_PYTHON or python3)."),
+        force: bool = typer.Option(False, "--force", help="Serve a variant without a passing verdict (recorded)."),
+        dry_run: bool = typer.Option(False, "--dry-run", help="Print the exact command and exit."),
+        detach: bool = typer.Option(False, "--detach", help="Return once ready; the server keeps running (stop with --stop)."),
+        stop: bool = typer.Option(False, "--stop", help="Stop recorded servers of the run directory (--variant/--model name: that one)."),
+        setup: bool = typer.Option(False, "--setup", help="Set up the vLLM CPU environment first if it is missing (~4 min, 3.4 GB)."),
+        timeout: float = typer.Option(600.0, "--timeout", min=1, help="Seconds to wait for the server to become ready."),
+        run_dir: Path | None = run_dir_option(),
+        name: str = name_option(),
+    ) -> None:
+        """Serve a passing variant (or a plain checkpoint) behind an OpenAI-compatible API.
+
+        Checks first (verdict, manifest hashes, format/stack/hardware, memory, port, disk),
+        then starts vLLM or llama.cpp's server without a shell, waits for readiness, warms it
+        up and probes "The capital of France is" -> "Paris". Ctrl-C stops it cleanly.
+        """
+        from quantship.serve import server as srv
+        from quantship.serve.launch import ServeOptions
+
+        console = Console(stderr=True)
+        root = resolve_run_dir(run_dir, name)
+        if stop:
+            label = variant or (srv.from_model_path(model).name if model else None)
+            stopped = srv.stop_recorded(root, label, say=console.print)
+            typer.echo(f"stopped {len(stopped)} server(s)")
+            return
+        target = srv.resolve_target(root if variant else run_dir, variant, model)
+        gpu = srv.preflight.detect_gpu()
+        chosen = srv.resolve_stack(stack, target, gpu, need_gpu=not dry_run)
+        opts = ServeOptions(
+            host=host, port=port, max_model_len=max_model_len, kv_cache_gib=kv_cache_gib,
+            tensor_parallel=tensor_parallel or srv.planned_tensor_parallel(root), parallel=parallel,
+            threads=threads,
+        )
+        if dry_run:
+            spec = srv.build_spec(target, chosen, opts, root, llama_server, vllm_python, check_env=False)
+            typer.echo(spec.shell_line())
+            return
+        if setup and chosen == "vllm-cpu":
+            from quantship.envs import vllm_cpu
+
+            vllm_cpu.setup(console)
+        _serve(srv, root, target, chosen, opts, force, detach, timeout, llama_server, vllm_python, console)
+
+
+def _serve(srv, root, target, stack, opts, force, detach, timeout, llama_server, vllm_python, console) -> None:
+    # SIGTERM (a CI job's cancel, `kill`) must stop the server as Ctrl-C does.
+    previous = signal.signal(signal.SIGTERM, _raise_interrupt)
+    server = None
+    try:
+        server = srv.start_server(
+            run_dir=root, variant=target.variant, model=None if target.variant else target.path, stack=stack,
+            options=opts, force=force, llama_server=llama_server, vllm_python=vllm_python,
+            ready_timeout_s=timeout, say=console.print,
+        )
+        console.print(f"[green]ready[/green]: {server.base_url} serves {server.served_model_name!r} "
+                      f"({server.spec.stack}, pid {server.pid}); log {server.log_path}")
+        typer.echo(server.base_url)
+        if detach:
+            console.print(f"detached; stop with `quantship serve --stop --run-dir {root}`")
+            return
+        console.print("Ctrl-C stops the server")
+        code = server.process.wait()
+        server.stop()
+        console.print(f"[red]the server exited by itself (exit {code})[/red]; see {server.log_path}")
+        raise typer.Exit(1 if code else 0)
+    except KeyboardInterrupt:
+        if server is not None:
+            console.print("stopping the server")
+            server.stop()
+            console.print("stopped")
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _raise_interrupt(*_: object) -> None:
+    raise KeyboardInterrupt

@@ -1,0 +1,1 @@
+"""Pinned environments that quantship builds for its serving stacks, apart from its own venv."""
