@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from pydantic import BaseModel
+from pydantic import BaseModel, computed_field
 
 from quantship.errors import InputError
 
@@ -29,6 +29,7 @@ class ParamCount(BaseModel):
     other: int        # embeddings, lm_head, norms, biases: kept in 16-bit by llm-compressor
     source: str       # "safetensors headers" or "estimated from config.json"
 
+    @computed_field
     @property
     def total(self) -> int:
         return self.linear + self.other

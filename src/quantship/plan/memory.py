@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 from typing import Literal
 
-from pydantic import BaseModel
+from pydantic import BaseModel, computed_field
 
 from quantship.plan.geometry import ModelGeometry, ParamCount
 from quantship.plan.matrix import FormatSpec
@@ -54,10 +54,12 @@ class Budget(BaseModel):
     cuda_graph_bytes: int
     runtime_bytes: int
 
+    @computed_field
     @property
     def overhead_bytes(self) -> int:
         return self.activation_bytes + self.cuda_graph_bytes + self.runtime_bytes
 
+    @computed_field
     @property
     def total_bytes(self) -> int:
         return self.weights_bytes + self.kv_bytes + self.overhead_bytes

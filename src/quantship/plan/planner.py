@@ -40,6 +40,7 @@ class Candidate(BaseModel):
     fit: Fit | None = None
     decode_roofline_tok_s: float | None = None
     measured_tok_s: float | None = None
+    artifact: str | None = None       # the folder/file holding this format, when one was given
 
     @property
     def usable(self) -> bool:
@@ -120,7 +121,7 @@ def make_plan(
         ranking=ranking,
         chosen=chosen,
         candidates=candidates,
-        notes=_notes(chosen, kv_dtype),
+        notes=_notes(chosen, hardware, kv_dtype),
     )
 
 
@@ -162,6 +163,7 @@ def _judge(
     else:
         weights, source = weight_bytes(params, fmt), f"{params.source} x {fmt.weight_bits:g} bits/weight"
     candidate.weights_bytes, candidate.weights_source = weights, source
+    candidate.artifact = str(on_disk.path) if on_disk is not None else None
 
     def make(tp: int):
         return budget(
@@ -209,10 +211,11 @@ def decode_roofline(fit_: Fit, hardware: HardwareProfile, traffic: Traffic) -> f
     return round(traffic.concurrency * hardware.bandwidth_gbs * 1e9 / step_bytes, 1)
 
 
-def _notes(chosen: Candidate, kv_dtype: str) -> list[str]:
+def _notes(chosen: Candidate, hardware: HardwareProfile, kv_dtype: str) -> list[str]:
     """What a reader of the numbers should not miss."""
     fit_, notes = chosen.fit, []
-    if fit_.tensor_parallel == 1 and fit_.replicas_weights_only > fit_.replicas_per_device:
+    naive = fit_.replicas_weights_only > fit_.replicas_per_device
+    if hardware.kind == "gpu" and fit_.tensor_parallel == 1 and naive:
         notes.append(
             f"Counting weights only, {fit_.replicas_weights_only} replicas would fit per device; with the KV cache "
             f"and overhead counted, {fit_.replicas_per_device} do."

@@ -33,13 +33,24 @@ def render(plan: Plan, model_path: str) -> Group:
         f"traffic: {t.concurrency} concurrent x {t.context} tokens, KV cache {plan.kv_cache_dtype}; "
         f"order: {plan.ranking.basis} ({plan.ranking.source})",
     )
-    return Group(head, _table(plan), _chosen(plan, model_path), *[Text(f"note: {n}", style="dim") for n in plan.notes])
+    reasons = [
+        Text(f"{rank}. {c.format} on {c.stack} ({c.status}): {c.reason}", style=STATUS_STYLE[c.status])
+        for rank, c in enumerate(plan.candidates, 1)
+        if c.reason
+    ]
+    notes = [Text(f"note: {n}", style="dim") for n in plan.notes]
+    legend = Text(
+        "replicas (naive): per device, and weights-only count in brackets; ctx seqs: full-context sequences the "
+        "KV cache holds; tok/s: measured decode, or ≤ a memory-bandwidth upper bound",
+        style="dim",
+    )
+    return Group(head, _table(plan), legend, *reasons, _chosen(plan, model_path), *notes)
 
 
 def _table(plan: Plan) -> Table:
     table = Table(show_lines=False, header_style="bold")
     for column in ("#", "format", "stack", "status", "weights GiB", "KV GiB", "overhead GiB", "GiB/device",
-                   "TP", "replicas/dev (weights only)", "util", "full-ctx seqs", "tok/s", "reason"):
+                   "TP", "replicas (naive)", "util", "ctx seqs", "tok/s"):
         table.add_column(column, justify="right" if column[0].isdigit() or "GiB" in column else "left")
     for rank, c in enumerate(plan.candidates, 1):
         table.add_row(*_row(rank, c))
@@ -49,21 +60,22 @@ def _table(plan: Plan) -> Table:
 def _row(rank: int, c: Candidate) -> list[str]:
     status = f"[{STATUS_STYLE[c.status]}]{c.status}[/]"
     if c.fit is None:
-        return [str(rank), c.format, c.stack, status, *["-"] * 9, c.reason or ""]
+        return [str(rank), c.format, c.stack, status, *["-"] * 9]
     f, b = c.fit, c.fit.budget
-    rate = f"{c.measured_tok_s:g} measured" if c.measured_tok_s is not None else (
-        f"<= {c.decode_roofline_tok_s:,.0f}" if c.decode_roofline_tok_s else "-")
+    rate = f"{c.measured_tok_s:g}" if c.measured_tok_s is not None else (
+        f"≤{c.decode_roofline_tok_s:,.0f}" if c.decode_roofline_tok_s else "-")
     return [
         str(rank), c.format, c.stack, status,
         gib(c.weights_bytes), gib(b.kv_bytes), gib(b.overhead_bytes), gib(b.total_bytes),
         str(f.tensor_parallel or "-"), f"{f.replicas_per_device} ({f.replicas_weights_only})",
-        f"{f.memory_utilization:.2f}", str(f.max_full_context_seqs), rate, c.reason or "",
+        f"{f.memory_utilization:.2f}", str(f.max_full_context_seqs), rate,
     ]
 
 
 def _chosen(plan: Plan, model_path: str) -> Panel:
     c = plan.chosen
     settings = c.fit.settings
+    model_path = c.artifact or (model_path if c.format == "bf16" else f"<{c.format} variant>")
     env = " ".join(f"{k}={v}" for k, v in settings.env.items())
     program = {"vllm": ["vllm", "serve", model_path], "llamacpp": ["llama-server", "-m", model_path]}.get(c.stack)
     command = shlex.join(program + settings.args) if program else f"transformers ({c.format}); no server flags"

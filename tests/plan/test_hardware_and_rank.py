@@ -1,0 +1,97 @@
+"""Hardware profiles, CPU detection, and the re-ranking hook `plan --measure` feeds."""
+
+from __future__ import annotations
+
+import json
+
+import psutil
+import pytest
+
+from quantship.errors import InputError, NotAvailable
+from quantship.plan.hardware import _cpuinfo, detect_cpu, host_memory_bytes, load_hardware, measure_bandwidth_gbs
+from quantship.plan.measure import load_measurements, measure_on_this_machine
+from quantship.plan.rank import prior_ranking, rerank
+
+
+@pytest.mark.parametrize(
+    ("name", "gib", "sm"),
+    [("h100", 79.6, 9.0), ("h200", 140.4, 9.0), ("a100-80gb", 80.0, 8.0), ("a100-40gb", 40.0, 8.0),
+     ("l4", 22.5, 8.9), ("a10g", 22.5, 8.6)],
+)
+def test_gpu_profiles(name, gib, sm):
+    profile = load_hardware(name)
+    assert round(profile.memory_gib, 1) == gib and profile.compute_capability == sm
+    assert profile.bandwidth_gbs > 0
+
+
+def test_unknown_hardware_lists_the_choices():
+    with pytest.raises(InputError, match="unknown hardware 'h800'.*h100.*cpu"):
+        load_hardware("h800")
+
+
+def test_profile_file(tmp_path):
+    path = tmp_path / "rtx6000.yaml"
+    path.write_text("name: RTX 6000 Ada\nkind: gpu\nmemory_gib: 48\ncompute_capability: 8.9\nbandwidth_gbs: 960\n")
+    profile = load_hardware(str(path))
+    assert (profile.id, profile.memory_bytes, profile.compute_capability) == ("rtx6000", 48 << 30, 8.9)
+    path.write_text("name: broken\nkind: tpu\nmemory_gib: 1\n")
+    with pytest.raises(InputError, match="is invalid"):
+        load_hardware(str(path))
+
+
+def test_cpuinfo_flags(tmp_path):
+    info = tmp_path / "cpuinfo"
+    info.write_text("model name\t: Xeon\nflags\t\t: fpu avx2 avx512f amx_int8\n\nmodel name\t: Xeon\n")
+    assert _cpuinfo(info) == ("Xeon", {"fpu", "avx2", "avx512f", "amx_int8"})
+
+
+def test_cgroup_limit_caps_host_memory(tmp_path):
+    limit = tmp_path / "memory.max"
+    limit.write_text("1073741824\n")
+    assert host_memory_bytes(limit) == min(1 << 30, psutil.virtual_memory().total)
+    limit.write_text("max\n")
+    assert host_memory_bytes(limit) == psutil.virtual_memory().total
+
+
+def test_detect_cpu_with_given_bandwidth():
+    cpu = detect_cpu(bandwidth_gbs=12.5)
+    assert cpu.kind == "cpu" and cpu.bandwidth_source == "given" and cpu.bandwidth_gbs == 12.5
+    assert 0 < cpu.memory_bytes <= psutil.virtual_memory().total
+
+
+def test_measured_bandwidth_is_positive():
+    assert measure_bandwidth_gbs(megabytes=8, repeats=2) > 0
+
+
+def test_rerank_puts_measured_first_fastest_first():
+    ranked = rerank(["a", "b", "c", "d"], {"c": 10.0, "b": 30.0}, "bench")
+    assert ranked.order == ["b", "c", "a", "d"] and ranked.basis == "measured"
+    with pytest.raises(ValueError):
+        rerank(["a"], {"a": float("nan")}, "bench")
+
+
+def test_cpu_prior_is_the_shipped_measurement():
+    cpu = load_hardware("cpu", bandwidth_gbs=10)
+    ranking = prior_ranking(cpu, 16)
+    # 414 (int8) > 346 (bf16) > 260 (w4a16) > 33 (fp8) tok/s; unmeasured formats follow
+    assert ranking.order[:4] == ["w8a8-int8", "bf16", "w4a16", "w8a8-fp8"]
+    assert ranking.tokens_per_s == {"bf16": 346, "w8a8-int8": 414, "w4a16": 260, "w8a8-fp8": 33}
+    assert ranking.basis == "prior"
+
+
+def test_load_measurements_resolves_aliases(tmp_path):
+    path = tmp_path / "m.json"
+    path.write_text(json.dumps({"int8": 400, "W4A16": 200}))
+    loaded = load_measurements(path)
+    assert loaded.tokens_per_s == {"w8a8-int8": 400, "w4a16": 200} and loaded.source == str(path)
+    path.write_text(json.dumps({"source": "bench run 7", "tokens_per_s": {"bf16": -1}}))
+    with pytest.raises(InputError, match="-1"):
+        load_measurements(path)
+    path.write_text(json.dumps({"tokens_per_s": {}}))
+    with pytest.raises(InputError, match="invalid"):
+        load_measurements(path)
+
+
+def test_measure_driver_is_reported_as_pending():
+    with pytest.raises(NotAvailable, match="--measurements FILE"):
+        measure_on_this_machine()
