@@ -1,0 +1,65 @@
+import time
+
+from quantship.rollout.config import DEFAULT_REFUSALS, Thresholds
+from quantship.rollout.monitor import BREACH, INSUFFICIENT, PASS, ProbeRound, check
+from quantship.rollout.quality import Observation, coherence, compile_refusals, is_looping, is_refusal, observe
+
+FLUENT = "The river bends past the old mill where farmers once brought grain each autumn and children watch."
+REFUSALS = compile_refusals(DEFAULT_REFUSALS)
+
+
+def test_loop_detection():
+    assert is_looping("I think that " * 10)
+    assert is_looping("the the the the the the the the the the the the")
+    assert not is_looping(FLUENT)
+    assert not is_looping("ok ok ok")  # too short to judge
+
+
+def test_refusal_and_coherence():
+    assert is_refusal("I'm sorry, I can't help with that.", REFUSALS)
+    assert is_refusal("As an AI, I cannot provide that", REFUSALS)
+    assert not is_refusal(FLUENT, REFUSALS)
+    assert coherence(FLUENT) == 1.0
+    assert coherence("ĠĠ<0x0A> ##@@ 3f9a%% ~~~ ░░") < 0.3
+
+
+def _window(variant, n, tokens=40, **obs):
+    now = time.time()
+    return [Observation(variant=variant, ts=now, ok=True, tokens=tokens, **obs) for _ in range(n)]
+
+
+def test_not_enough_data_is_neither_pass_nor_breach():
+    result = check(_window("control", 50) + _window("treatment", 5, looping=True), Thresholds(), min_samples=10)
+    assert result.status == INSUFFICIENT and not result.reasons
+
+
+def test_treatment_is_judged_against_control_in_the_same_window():
+    th = Thresholds()
+    assert check(_window("control", 30) + _window("treatment", 30), th, 10).status == PASS
+    looping = check(_window("control", 30) + _window("treatment", 30, looping=True), th, 10)
+    assert looping.status == BREACH and looping.signals == ["repetition"]
+    # Both sides refuse equally (a new client asking for forbidden things): not the treatment's fault.
+    both = check(_window("control", 30, refusal=True) + _window("treatment", 30, refusal=True), th, 10)
+    assert both.status == PASS
+    short = check(_window("control", 30, tokens=100) + _window("treatment", 30, tokens=50), th, 10)
+    assert short.signals == ["length"]
+
+
+def test_slower_treatment_is_not_a_breach_by_default():
+    obs = _window("control", 30, latency_s=0.1, ttft_s=0.05) + _window("treatment", 30, latency_s=0.5, ttft_s=0.4)
+    assert check(obs, Thresholds(), 10).status == PASS
+    assert check(obs, Thresholds(max_latency_ratio=2.0), 10).signals == ["latency"]
+
+
+def test_errors_open_circuit_and_probe_regressions_are_breaches():
+    now = time.time()
+    errors = [Observation(variant="treatment", ts=now, ok=False) for _ in range(30)]
+    assert check(_window("control", 30) + errors, Thresholds(), 10).signals == ["errors"]
+    assert check([], Thresholds(), 10, treatment_circuit_open=True).signals == ["circuit"]
+    probes = ProbeRound(ts=now, control={"q1": True, "q2": False}, treatment={"q1": False, "q2": False})
+    assert check([], Thresholds(), 10, probes=probes).reasons == ["known-answer probe failed on treatment only: 'q1'"]
+
+
+def test_observe_prefers_reported_usage():
+    obs = observe("control", 0.0, "a b c", 7, "length", REFUSALS, None, 0.2)
+    assert obs.tokens == 7 and obs.truncated and obs.ok
