@@ -35,7 +35,8 @@ INT8_ACT = {"num_bits": 8, "type": "int", "dynamic": True, "strategy": "token"}
         ({"quantization_config": {"quant_method": "gptq", "bits": 4, "group_size": 128}}, "w4a16"),
         ({"quantization_config": {"quant_method": "awq", "bits": 4}}, "w4a16"),
         ({"quantization_config": {"quant_method": "fp8"}}, "w8a8-fp8"),
-        ({"quantization_config": {"quant_method": "bitsandbytes", "load_in_4bit": True, "bnb_4bit_quant_type": "nf4"}}, "nf4"),
+        ({"quantization_config": {"quant_method": "bitsandbytes", "load_in_4bit": True,
+                                  "bnb_4bit_quant_type": "nf4"}}, "nf4"),
     ],
 )
 def test_format_from_quantization_config(config, expected):

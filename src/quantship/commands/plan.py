@@ -29,12 +29,17 @@ def register(app: typer.Typer) -> None:
             None, "--context", min=1, help=f"Tokens per sequence (default {DEFAULT_CONTEXT} or the model's maximum)."
         ),
         concurrency: int = typer.Option(32, "--concurrency", min=1, help="Concurrent sequences per replica."),
-        format: str = typer.Option("auto", "--format", help="auto, or one format: bf16, w8a8-fp8, w8a8-int8, w4a16, gguf-q8_0, gguf-q4_k_m, nf4."),
+        format: str = typer.Option(
+            "auto", "--format", help="auto, or bf16, w8a8-fp8, w8a8-int8, w4a16, gguf-q8_0, gguf-q4_k_m, nf4."
+        ),
         stack: str = typer.Option("auto", "--stack", help="auto, vllm, llamacpp or transformers."),
         kv_cache_dtype: str = typer.Option("auto", "--kv-cache-dtype", help="auto (model dtype) or fp8."),
-        devices: int = typer.Option(1, "--devices", min=1, help="Devices available (GPUs) for tensor parallelism and replicas."),
+        devices: int = typer.Option(
+            1, "--devices", min=1, help="Devices available (GPUs) for tensor parallelism and replicas."
+        ),
         max_memory_utilization: float = typer.Option(
-            0.90, "--max-memory-utilization", min=0.05, max=0.99, help="Share of each device's memory all replicas may use."
+            0.90, "--max-memory-utilization", min=0.05, max=0.99,
+            help="Share of each device's memory all replicas may use.",
         ),
         bandwidth_gbs: float | None = typer.Option(
             None, "--bandwidth-gbs", min=0.1, help="Memory bandwidth override (CPU default: measured)."
@@ -42,7 +47,9 @@ def register(app: typer.Typer) -> None:
         measurements: Path | None = typer.Option(
             None, "--measurements", help="JSON of measured decode tokens/s per format; re-ranks the formats."
         ),
-        measure: bool = typer.Option(False, "--measure", help="Benchmark candidate formats on this machine (needs serve/bench)."),
+        measure: bool = typer.Option(
+            False, "--measure", help="Benchmark candidate formats on this machine (needs serve/bench)."
+        ),
         run_dir: Path | None = run_dir_option(),
         name: str = name_option(),
     ) -> None:

@@ -12,7 +12,13 @@ from typing import Any
 from pydantic import BaseModel
 
 from quantship.errors import InputError
-from quantship.plan.geometry import ModelGeometry, estimate_params, geometry_from_config, load_config, params_from_safetensors
+from quantship.plan.geometry import (
+    ModelGeometry,
+    estimate_params,
+    geometry_from_config,
+    load_config,
+    params_from_safetensors,
+)
 from quantship.plan.hardware import load_hardware
 from quantship.plan.matrix import resolve_format, resolve_stack
 from quantship.plan.measure import load_measurements, measure_on_this_machine

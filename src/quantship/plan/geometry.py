@@ -122,7 +122,8 @@ def estimate_params(geo: ModelGeometry) -> ParamCount:
     """Parameter count of a dense Llama-layout model from its geometry alone."""
     if geo.is_moe:
         raise InputError(
-            f"{geo.name} is a mixture-of-experts model ({geo.model_type}); its size cannot be estimated from config.json",
+            f"{geo.name} is a mixture-of-experts model ({geo.model_type}); "
+            "its size cannot be estimated from config.json",
             "pass --model the checkpoint folder (safetensors) or --variant a quantized folder so real sizes are used",
         )
     q = geo.heads * geo.head_dim

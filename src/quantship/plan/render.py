@@ -27,7 +27,7 @@ def render(plan: Plan, model_path: str) -> Group:
         f"{geo.layers} layers, {geo.heads} heads / {geo.kv_heads} KV heads x {geo.head_dim}\n",
         (f"{hw.name}", "bold"),
         f"  {hw.memory_gib:.1f} GiB, "
-        + (f"SM {hw.compute_capability:.1f}, " if hw.kind == "gpu" else f"{hw.cores} cores, {', '.join(hw.cpu_flags) or 'no AVX'}, ")
+        + (f"SM {hw.compute_capability:.1f}, " if hw.kind == "gpu" else _cpu_line(hw))
         + (f"{hw.bandwidth_gbs:g} GB/s ({hw.bandwidth_source})" if hw.bandwidth_gbs else "bandwidth unknown")
         + f", {plan.devices} device(s)\n",
         f"traffic: {t.concurrency} concurrent x {t.context} tokens, KV cache {plan.kv_cache_dtype}; "
@@ -45,6 +45,10 @@ def render(plan: Plan, model_path: str) -> Group:
         style="dim",
     )
     return Group(head, _table(plan), legend, *reasons, _chosen(plan, model_path), *notes)
+
+
+def _cpu_line(hw) -> str:
+    return f"{hw.cores} cores, {', '.join(hw.cpu_flags) or 'no AVX'}, "
 
 
 def _table(plan: Plan) -> Table:

@@ -89,7 +89,8 @@ def _compressed_tensors_format(quant: dict, where: Path | str) -> str:
     if bits == 4 and kind == "int" and not activations:
         return "w4a16"
     raise InputError(
-        f"{where}: compressed-tensors scheme {kind}{bits} (activations {'on' if activations else 'off'}) is not one quantship plans",
+        f"{where}: compressed-tensors scheme {kind}{bits} (activations {'on' if activations else 'off'}) "
+        "is not one quantship plans",
         "plan w8a8-fp8, w8a8-int8 or w4a16",
     )
 
