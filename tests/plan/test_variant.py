@@ -85,6 +85,16 @@ def test_gguf_type_quantship_does_not_plan(tmp_path):
         inspect_variant(tmp_path)
 
 
+def test_f16_intermediate_next_to_the_quantized_gguf_is_ignored(tmp_path):
+    _gguf(tmp_path / "model-f16.gguf", 1)  # MOSTLY_F16, what convert_hf_to_gguf writes first
+    _gguf(tmp_path / "model-Q8_0.gguf", 7)
+    info = inspect_variant(tmp_path)
+    assert (info.format, info.files) == ("gguf-q8_0", ["model-Q8_0.gguf"])
+    _gguf(tmp_path / "model-Q4_K_M.gguf", 15)
+    with pytest.raises(InputError, match="exactly one"):
+        inspect_variant(tmp_path)
+
+
 def test_variant_errors(tmp_path):
     with pytest.raises(InputError, match="does not exist"):
         inspect_variant(tmp_path / "missing")

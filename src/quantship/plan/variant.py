@@ -96,23 +96,32 @@ def _compressed_tensors_format(quant: dict, where: Path | str) -> str:
 
 
 def _gguf_variant(root: Path, files: list[Path]) -> VariantInfo:
+    """The planned GGUF type among the files (shards summed); f16 intermediates are ignored."""
+    by_type: dict[str, list[Path]] = {}
+    for file in files:
+        by_type.setdefault(_gguf_file_type(file), []).append(file)
+    planned = [name for name in by_type if name in GGUF_FILE_TYPES]
+    if len(planned) != 1:
+        found = ", ".join(sorted(by_type))
+        raise InputError(
+            f"{root}: GGUF file types found: {found}; quantship plans exactly one of Q4_K_M or Q8_0 per variant",
+            "pass --variant the .gguf file itself, exported as Q4_K_M or Q8_0",
+        )
+    chosen = by_type[planned[0]]
+    return VariantInfo(
+        path=root,
+        format=GGUF_FILE_TYPES[planned[0]],
+        weights_bytes=sum(f.stat().st_size for f in chosen),
+        files=[f.name for f in chosen],
+        detected_from="GGUF general.file_type",
+    )
+
+
+def _gguf_file_type(file: Path) -> str:
     from gguf import GGUFReader, LlamaFileType
 
-    file = files[0]
     try:
         field = GGUFReader(file).get_field("general.file_type")
     except (ValueError, OSError) as error:
         raise InputError(f"{file} is not a readable GGUF file ({error})", "re-export the variant") from error
-    name = LlamaFileType(int(field.contents())).name if field is not None else "unknown"
-    if name not in GGUF_FILE_TYPES:
-        raise InputError(
-            f"{file}: GGUF file type {name} is not one quantship plans",
-            "export Q4_K_M or Q8_0 (gguf-q4_k_m, gguf-q8_0)",
-        )
-    return VariantInfo(
-        path=root,
-        format=GGUF_FILE_TYPES[name],
-        weights_bytes=sum(f.stat().st_size for f in files),
-        files=[f.name for f in files],
-        detected_from="GGUF general.file_type",
-    )
+    return LlamaFileType(int(field.contents())).name if field is not None else "unknown"
