@@ -124,7 +124,10 @@ def test_failing_treatment_fails_over_to_control_and_opens_the_circuit(tmp_path,
         assert {"treatment_failed", "circuit_open"} <= causes
         assert treatment.requests == config_failures(gw)  # the breaker stopped sending it traffic
         status = gw.admin("status")
-        assert status["circuit_open"] and status["counters"]["failovers"] > 3
+        counters = status["counters"]
+        assert status["circuit_open"] and counters["failovers.treatment_failed"] == config_failures(gw)
+        assert counters["requests.control"] == 60 and counters["requests.treatment"] == config_failures(gw)
+        assert counters["failovers.circuit_open"] > 0
 
 
 def config_failures(gw: GatewayServer) -> int:

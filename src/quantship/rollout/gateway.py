@@ -233,7 +233,7 @@ class Gateway:
             except BackendFailed as error:
                 self.breaker.failure()
                 failover = "treatment_failed"
-                await self._record(TREATMENT, endpoint, stage, None, time.perf_counter() - start, None, {"failovers": 1})
+                await self._record(TREATMENT, endpoint, stage, None, time.perf_counter() - start, None, {"failovers.treatment_failed": 1})
                 log.debug("treatment failed, failing over: %s", error)
                 variant = CONTROL
         if variant == CONTROL:
@@ -247,7 +247,7 @@ class Gateway:
         headers = {VARIANT_HEADER: variant, "x-quantship-experiment": self.config.experiment}
         if failover:
             headers["x-quantship-failover"] = failover
-        extra = {**unkeyed, **({"failovers": 1} if failover == "circuit_open" else {})}
+        extra = {**unkeyed, **({"failovers.circuit_open": 1} if failover == "circuit_open" else {})}
         if upstream.status_code >= 400:  # a client error the backend reported: pass it on
             content = await upstream.aread()
             await upstream.aclose()
