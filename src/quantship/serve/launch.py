@@ -6,14 +6,22 @@ environment additions, so `--dry-run` prints what would run and tests check it.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shlex
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from quantship.serve.target import ServeTarget
 
 STACKS = ("vllm", "vllm-cpu", "llama.cpp")
+UNIX_SOCKET_PATH_MAX = 107
+UUID_PATH_LEN = 37  # "/" + a uuid4
+SHORT_TMP_PREFIX = "quantship-vllm-"
+# The OpenAI server module. vLLM calls it deprecated in favour of `vllm serve`, but that
+# console script (and `python -m vllm.entrypoints.cli.main serve`) looks up package
+# metadata named "vllm" and fails in the `vllm-cpu` distribution; this module works in both.
 VLLM_MODULE = "vllm.entrypoints.openai.api_server"
 
 
@@ -59,7 +67,6 @@ class LaunchSpec:
 def vllm_cpu(target: ServeTarget, python: Path, opts: ServeOptions, state_dir: Path) -> LaunchSpec:
     """vLLM's OpenAI server from the `vllm-cpu` venv.
 
-    The `vllm` console script of that package fails (package name), the module works;
     VLLM_CACHE_ROOT and TMPDIR keep its compile caches out of ~/.cache and /tmp.
     """
     argv = [str(python), "-m", VLLM_MODULE, *_vllm_common(target, opts), "--dtype", "bfloat16"]
@@ -68,10 +75,21 @@ def vllm_cpu(target: ServeTarget, python: Path, opts: ServeOptions, state_dir: P
     env = {
         "VLLM_CPU_KVCACHE_SPACE": str(opts.kv_cache_gib),
         "VLLM_CACHE_ROOT": str(state_dir / "vllm-cache"),
-        "TMPDIR": str(state_dir / "tmp"),
+        "TMPDIR": str(vllm_tmpdir(state_dir)),
         **_offline_env(),
     }
     return LaunchSpec("vllm-cpu", argv, env, target.name, opts.host, opts.port)
+
+
+def vllm_tmpdir(state_dir: Path) -> Path:
+    """TMPDIR for vLLM: its ZMQ sockets live there as `<TMPDIR>/<uuid4>`, and a Unix
+    socket path must stay under 108 bytes, so a deep run directory falls back to a
+    short per-run folder in the system temp dir (removed when the server stops)."""
+    preferred = state_dir / "tmp"
+    if len(str(preferred)) + UUID_PATH_LEN <= UNIX_SOCKET_PATH_MAX:
+        return preferred
+    digest = hashlib.sha256(str(state_dir).encode()).hexdigest()[:10]
+    return Path(tempfile.gettempdir()) / f"{SHORT_TMP_PREFIX}{digest}"
 
 
 def vllm_gpu(target: ServeTarget, python: Path, opts: ServeOptions) -> LaunchSpec:

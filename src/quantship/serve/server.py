@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import subprocess
 import time
@@ -72,6 +73,7 @@ class RunningServer:
     def stop(self, grace_s: float = 30.0) -> int | None:
         """SIGINT the server's group, then SIGTERM, then SIGKILL; returns its exit code."""
         code = _stop_group(self.pid, self.process, grace_s)
+        _remove_short_tmpdir(self.spec.env)
         if self.record_path.exists():
             _write_record(self.record_path, {**self.record, "status": "stopped", "exit_code": code,
                                              "stopped_at": _now()})
@@ -182,8 +184,8 @@ def start_server(
     if spec is None:
         target = resolve_target(run_dir, variant, model)
         chosen = resolve_stack(stack, target, gpu)
-        spec = build_spec(target, chosen, opts, run_dir, llama_server, vllm_python)
         checks = run_preflight(target, chosen, opts, force, out_dir, gpu)
+        spec = build_spec(target, chosen, opts, run_dir, llama_server, vllm_python)
     else:
         checks = [preflight.port(spec.host, spec.port), preflight.disk(out_dir)]
         preflight.raise_on_failure(checks)
@@ -252,7 +254,8 @@ def _become_ready(server: RunningServer, timeout_s: float, probe: bool, say: Say
     if result is not None:
         say(f"probe {result.prompt!r} -> {result.text.strip()!r}")
         if not result.passed:
-            _write_record(server.record_path, {**server.record, "probe": result.__dict__})
+            server.record["probe"] = result.__dict__
+            _write_record(server.record_path, server.record)
             raise GateFailed(
                 f"probe failed: {result.prompt!r} -> {result.text.strip()!r} lacks {result.expected!r}",
                 "the served weights are broken or not the model you meant; check the variant's validation",
@@ -275,6 +278,7 @@ def stop_recorded(run_dir: Path | None, name: str | None = None, say: Say = _qui
         if record.get("status") not in ("starting", "ready") or not _is_recorded_process(record):
             continue
         code = _stop_group(record["pid"], None, 30.0)
+        _remove_short_tmpdir(record.get("env") or {})
         _write_record(path, {**record, "status": "stopped", "exit_code": code, "stopped_at": _now()})
         say(f"stopped {record['name']} (pid {record['pid']}, {record['url']})")
         stopped.append(record["name"])
@@ -306,6 +310,13 @@ def _stop_group(pid: int, process: subprocess.Popen | None, grace_s: float) -> i
         with contextlib.suppress(psutil.Error):
             leftover.kill()
     return process.poll() if process is not None else None
+
+
+def _remove_short_tmpdir(env: dict[str, str]) -> None:
+    """Remove the per-run temp folder outside the run directory (see launch.vllm_tmpdir)."""
+    tmp = env.get("TMPDIR", "")
+    if tmp and Path(tmp).name.startswith(launch.SHORT_TMP_PREFIX):
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _group_members(pid: int) -> list[psutil.Process]:
@@ -369,16 +380,10 @@ def _llama_server_binary() -> Path | None:
         binary = llamacpp.toolchain().llama_server
         if binary and Path(binary).exists():
             return Path(binary)
-    for candidate in (os.environ.get("QUANTSHIP_LLAMA_SERVER"), _which("llama-server")):
+    for candidate in (os.environ.get("QUANTSHIP_LLAMA_SERVER"), shutil.which("llama-server")):
         if candidate and Path(candidate).exists():
             return Path(candidate)
     return None
-
-
-def _which(name: str) -> str | None:
-    import shutil
-
-    return shutil.which(name)
 
 
 def _log_tail(path: Path, lines: int = 3) -> str:

@@ -1,0 +1,130 @@
+"""Pre-flight refusals: each names what is wrong and how to fix it."""
+
+from __future__ import annotations
+
+import os
+import socket
+
+import pytest
+
+from quantship.errors import InputError
+from quantship.serve import preflight
+from quantship.serve.target import from_model_path, from_variant
+from tests.serve.conftest import W8A8_INT8, make_variant, write_checkpoint
+
+
+def test_variant_without_verdict_is_refused_unless_forced(run_dir):
+    make_variant(run_dir, "w4", verdict=None)
+    target = from_variant(run_dir, "w4")
+    check = preflight.verdict(target, force=False)
+    assert check.status == "failed" and "no verdict" in check.detail and "--force" in check.fix
+    forced = preflight.verdict(target, force=True)
+    assert forced.status == "forced" and "--force" in forced.detail
+
+
+def test_failed_and_passed_verdicts(run_dir):
+    make_variant(run_dir, "bad", verdict=False)
+    make_variant(run_dir, "good", verdict=True)
+    assert preflight.verdict(from_variant(run_dir, "bad"), force=False).status == "failed"
+    assert preflight.verdict(from_variant(run_dir, "good"), force=False).status == "ok"
+
+
+def test_corrupt_verdict_file_counts_as_not_passed(run_dir):
+    make_variant(run_dir, "w4")
+    (run_dir / "validation" / "w4.json").write_text("[1, 2")
+    assert preflight.verdict(from_variant(run_dir, "w4"), force=False).status == "failed"
+
+
+def test_plain_checkpoint_needs_no_verdict_and_has_no_hashes(tmp_path):
+    target = from_model_path(write_checkpoint(tmp_path / "m"))
+    assert preflight.verdict(target, force=False).status == "skipped"
+    assert preflight.hashes(target).status == "skipped"
+
+
+def test_untouched_variant_matches_its_manifest(run_dir):
+    make_variant(run_dir, "w4")
+    check = preflight.hashes(from_variant(run_dir, "w4"))
+    assert check.status == "ok" and "files match" in check.detail
+
+
+def test_tampered_weight_file_is_refused_even_with_the_same_size_and_mtime(run_dir):
+    folder = make_variant(run_dir, "w4")
+    weights = folder / "model.safetensors"
+    stat = weights.stat()
+    data = bytearray(weights.read_bytes())
+    data[10] ^= 0xFF
+    weights.write_bytes(bytes(data))
+    os.utime(weights, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    check = preflight.hashes(from_variant(run_dir, "w4"))
+    assert check.status == "failed" and "model.safetensors" in check.detail and "quantize" in check.fix
+
+
+def test_missing_file_is_refused(run_dir):
+    folder = make_variant(run_dir, "w4")
+    target = from_variant(run_dir, "w4")
+    (folder / "model.safetensors").unlink()
+    check = preflight.hashes(target)
+    assert check.status == "failed" and "missing" in check.detail
+
+
+def test_format_and_stack_must_match(tmp_path, run_dir):
+    make_variant(run_dir, "q4", gguf=True)
+    gguf = from_variant(run_dir, "q4")
+    assert "llama.cpp" in preflight.compatibility(gguf, "vllm-cpu", None).fix
+    assert preflight.compatibility(gguf, "llama.cpp", None).status == "ok"
+    safetensors = from_model_path(write_checkpoint(tmp_path / "m"))
+    assert preflight.compatibility(safetensors, "llama.cpp", None).status == "failed"
+    assert preflight.compatibility(safetensors, "vllm-cpu", None).status == "ok"
+
+
+def test_matrix_cell_refusal_reaches_the_user(tmp_path):
+    nf4 = from_model_path(write_checkpoint(tmp_path / "nf4", {"quant_method": "bitsandbytes"}))
+    check = preflight.compatibility(nf4, "vllm-cpu", None)
+    assert check.status == "failed" and "bitsandbytes" in check.detail
+
+
+def test_int8_on_cpu_is_ok_and_on_old_gpu_refused(tmp_path):
+    int8 = from_model_path(write_checkpoint(tmp_path / "i8", W8A8_INT8))
+    assert preflight.compatibility(int8, "vllm-cpu", None).status == "ok"
+    blackwell = {"name": "B200", "memory_bytes": 180 << 30, "free_bytes": 180 << 30, "compute_capability": 10.0}
+    assert preflight.compatibility(int8, "vllm", blackwell).status == "failed"
+
+
+def test_weights_larger_than_memory_are_refused(tmp_path):
+    folder = write_checkpoint(tmp_path / "huge")
+    with open(folder / "model.safetensors", "r+b") as handle:
+        handle.truncate(1 << 42)  # sparse: 4 TiB on paper, nothing on disk
+    check = preflight.memory(from_model_path(folder), "vllm-cpu", 1, None)
+    assert check.status == "failed" and "kv-cache" in check.fix
+    small = from_model_path(write_checkpoint(tmp_path / "small"))
+    assert preflight.memory(small, "vllm-cpu", 1, None).status == "ok"
+
+
+def test_gpu_memory_is_split_over_tensor_parallel(tmp_path):
+    folder = write_checkpoint(tmp_path / "m")
+    with open(folder / "model.safetensors", "r+b") as handle:
+        handle.truncate(30 << 30)
+    gpu = {"name": "L4", "memory_bytes": 24 << 30, "free_bytes": 20 << 30, "compute_capability": 8.9}
+    target = from_model_path(folder)
+    assert preflight.memory(target, "vllm", 0, {**gpu, "tensor_parallel": 1}).status == "failed"
+    assert preflight.memory(target, "vllm", 0, {**gpu, "tensor_parallel": 2}).status == "ok"
+
+
+def test_busy_port_is_refused():
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        check = preflight.port("127.0.0.1", port)
+    assert check.status == "failed" and "--port" in check.fix
+    assert preflight.port("127.0.0.1", port).status == "ok"
+
+
+def test_raise_on_failure_gives_one_line_with_fix(run_dir):
+    make_variant(run_dir, "w4", verdict=None)
+    checks = [preflight.verdict(from_variant(run_dir, "w4"), force=False)]
+    with pytest.raises(InputError) as caught:
+        preflight.raise_on_failure(checks)
+    line = caught.value.one_line()
+    assert line.startswith("pre-flight verdict: no verdict at") and "quantship validate" in line
+    assert "\n" not in line
