@@ -1,0 +1,1 @@
+"""Measurements of a model: perplexity, top-k distributions, greedy generations, probes."""

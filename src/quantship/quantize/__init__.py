@@ -1,0 +1,1 @@
+"""Quantization backends behind one interface; each variant lands in variants/<name>/."""
