@@ -17,6 +17,7 @@ from quantship.errors import QuantshipError
 
 # Order is the order of `--help`: the pipeline from start to end.
 COMMAND_MODULES = (
+    "setup",
     "demo_model",
     "plan",
     "baseline",

@@ -1,0 +1,5 @@
+"""`python -m quantship` is the `quantship` command."""
+
+from quantship.cli import main
+
+main()
