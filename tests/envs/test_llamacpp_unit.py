@@ -1,0 +1,81 @@
+"""The llama.cpp toolchain's bookkeeping: status, the not-set-up error, build progress parsing."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from quantship.envs import llamacpp
+from quantship.errors import InputError, NotAvailable
+from quantship.rundir import atomic_write_json
+
+
+@pytest.fixture
+def empty_home(tmp_path, monkeypatch):
+    monkeypatch.setenv("QUANTSHIP_HOME", str(tmp_path))
+    return tmp_path
+
+
+def test_status_of_a_missing_toolchain_is_not_ready(empty_home):
+    state = llamacpp.status()
+    assert state["ready"] is False
+    assert state["path"] == str(empty_home / "envs" / f"llama.cpp-{llamacpp.LLAMA_CPP_PYTHON_VERSION}")
+    assert state["setup_command"] == "quantship setup llama.cpp"
+
+
+def test_load_without_setup_names_the_setup_command(empty_home):
+    with pytest.raises(NotAvailable, match=r"run `quantship setup llama.cpp` \(about \d+ min") as raised:
+        llamacpp.load()
+    assert raised.value.exit_code == 2
+
+
+def test_a_stamp_whose_files_are_gone_is_not_ready(empty_home):
+    root = llamacpp.env_dir()
+    root.mkdir(parents=True)
+    present = root / "llama-quantize"
+    present.write_text("")
+    atomic_write_json(
+        root / llamacpp.STAMP,
+        {"version": "x", "llama_cpp_build": "y", "architectures": [],
+         "paths": {"llama_quantize": str(present), "llama_server": str(root / "gone")}},
+    )
+    state = llamacpp.status()
+    assert state["ready"] is False and state["missing"] == ["llama_server"]
+    with pytest.raises(NotAvailable, match="missing: llama_server"):
+        llamacpp.load()
+
+
+def test_build_progress_lines_from_ninja_and_make():
+    assert llamacpp._parse_build_step("[12/218] Building CXX object src/llama.cpp.o\n") == (12, 218)
+    assert llamacpp._parse_build_step("[ 45%] Building C object ggml.c.o") == (45, 100)
+    assert llamacpp._parse_build_step("-- Configuring done") is None
+
+
+def test_setup_refuses_without_a_compiler(empty_home, monkeypatch):
+    monkeypatch.setattr(llamacpp.shutil, "which", lambda tool: None if tool == "cmake" else "/usr/bin/" + tool)
+    from rich.console import Console
+
+    with pytest.raises(InputError, match="apt-get install -y cmake build-essential"):
+        llamacpp.setup(Console(stderr=True))
+    assert not (llamacpp.env_dir() / llamacpp.STAMP).exists()
+
+
+@pytest.mark.e2e
+def test_the_built_toolchain_runs():
+    """After `quantship setup llama.cpp`: binaries, converter and bindings all work."""
+    if not llamacpp.status()["ready"]:
+        pytest.skip("llama.cpp toolchain not set up; run `quantship setup llama.cpp`")
+    tool = llamacpp.load()
+    for binary in (tool.llama_server, tool.llama_quantize, tool.llama_imatrix):
+        assert os.access(binary, os.X_OK)
+    assert "LlamaForCausalLM" in tool.architectures
+    done = subprocess.run([str(tool.llama_server), "--version"], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0 and "version" in done.stdout + done.stderr
+    # The bindings load the toolchain's own libllama (no second build of llama.cpp).
+    code = "import llama_cpp, os; print(os.path.realpath(llama_cpp.llama_cpp._base_path / 'libllama.so'))"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == os.path.realpath(tool.lib_dir / "libllama.so")
