@@ -6,7 +6,7 @@ import os
 import subprocess
 import sys
 
-from tests.serve.conftest import make_variant, write_checkpoint
+from tests.serve.conftest import W8A8_INT8, make_variant, write_checkpoint
 
 
 def quantship(*args, cwd, home):
@@ -44,7 +44,7 @@ def test_variant_without_verdict_is_refused_in_one_line(tmp_path):
 
 
 def test_tampered_variant_is_refused(tmp_path):
-    folder = make_variant(tmp_path / "run", "w4")
+    folder = make_variant(tmp_path / "run", "w4", quant=W8A8_INT8)
     with open(folder / "model.safetensors", "ab") as handle:
         handle.write(b"x")
     run = quantship("serve", "--run-dir", "run", "--variant", "w4", cwd=tmp_path, home=tmp_path / "h")
@@ -52,7 +52,7 @@ def test_tampered_variant_is_refused(tmp_path):
 
 
 def test_passing_variant_without_the_vllm_env_names_the_setup_command(tmp_path):
-    make_variant(tmp_path / "run", "w4")
+    make_variant(tmp_path / "run", "w4", quant=W8A8_INT8)
     run = quantship("serve", "--run-dir", "run", "--variant", "w4", "--port", "0", cwd=tmp_path, home=tmp_path / "h")
     assert run.returncode == 2 and "quantship setup vllm-cpu" in run.stderr
 

