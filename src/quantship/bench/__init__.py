@@ -1,0 +1,1 @@
+"""Load generator and statistics for OpenAI-compatible endpoints (`quantship bench`)."""
