@@ -69,8 +69,9 @@ def register(app: typer.Typer) -> None:
 
 
 def _serve(srv, root, target, stack, opts, force, detach, timeout, llama_server, vllm_python, console) -> None:
-    # SIGTERM (a CI job's cancel, `kill`) must stop the server as Ctrl-C does.
-    previous = signal.signal(signal.SIGTERM, _raise_interrupt)
+    # SIGTERM (a CI job's cancel, `kill`) must stop the server as Ctrl-C does; SIGINT is
+    # set explicitly because a shell starts background jobs with it ignored.
+    previous = {sig: signal.signal(sig, _raise_interrupt) for sig in (signal.SIGINT, signal.SIGTERM)}
     server = None
     try:
         server = srv.start_server(
@@ -90,12 +91,15 @@ def _serve(srv, root, target, stack, opts, force, detach, timeout, llama_server,
         console.print(f"[red]the server exited by itself (exit {code})[/red]; see {server.log_path}")
         raise typer.Exit(1 if code else 0)
     except KeyboardInterrupt:
-        if server is not None:
-            console.print("stopping the server")
-            server.stop()
-            console.print("stopped")
+        if server is None:  # start_server already stopped what it had started
+            console.print("interrupted before the server was ready; nothing left running")
+            raise typer.Exit(130) from None
+        console.print("stopping the server")
+        server.stop()
+        console.print("stopped")
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def _setup_env(stack: str, console: Console) -> None:

