@@ -21,11 +21,16 @@ class Target(BaseModel):
     base_url: str  # ends in /v1
     model: str
     api: Api = "chat"
+    metrics_url: str | None = None  # default: /metrics at the server root
 
     @property
     def root_url(self) -> str:
         """The server root, where /metrics and /health live."""
         return self.base_url[: -len("/v1")] if self.base_url.endswith("/v1") else self.base_url
+
+    @property
+    def prometheus_url(self) -> str:
+        return self.metrics_url or self.root_url + "/metrics"
 
 
 class RequestRecord(BaseModel):

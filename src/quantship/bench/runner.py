@@ -154,7 +154,7 @@ async def _probes(client: httpx.AsyncClient, targets: list[Target]) -> dict[str,
     """A metrics probe for each endpoint whose /metrics has the latency histograms."""
     probes = {}
     for target in targets:
-        probe = ServerMetrics(target.root_url + "/metrics", target.model)
+        probe = ServerMetrics(target.prometheus_url, target.model)
         if await probe.available(client):
             probes[target.label] = probe
     return probes

@@ -45,6 +45,8 @@ def register(app: typer.Typer) -> None:
         seed: int = typer.Option(0, "--seed", help="Seed of the Poisson arrival times."),
         timeout_s: float = typer.Option(300.0, "--timeout-s", min=1, help="Limit per request; slower ones count as errors."),
         server_metrics: bool = typer.Option(True, "--server-metrics/--no-server-metrics", help="Cross-check against the server's /metrics histograms (vLLM)."),
+        metrics_url: str = typer.Option(None, "--metrics-url", help="Prometheus URL of --url's server (default: <root>/metrics)."),
+        compare_metrics_url: str = typer.Option(None, "--compare-metrics-url", help="Prometheus URL of --compare-url's server."),
         tag: str = typer.Option("main", "--tag", help="Results go to <run-dir>/bench/<tag>."),
         run_dir: Path = run_dir_option(),
         name: str = name_option(),
@@ -73,16 +75,17 @@ def register(app: typer.Typer) -> None:
             raise InputError(f"--api {api!r} is not known", "use --api chat or --api completions")
         if concurrency is not None and rate is not None:
             raise InputError("--concurrency and --rate were both given", "sweep one: concurrency levels or request rates")
-        if (compare_model or compare_label) and not compare_url:
-            raise InputError("--compare-model/--compare-label need a second endpoint", "add --compare-url URL")
+        if (compare_model or compare_label or compare_metrics_url) and not compare_url:
+            raise InputError("--compare-model/--compare-label/--compare-metrics-url need a second endpoint", "add --compare-url URL")
         if "/" in tag or tag.startswith("."):
             raise InputError(f"--tag {tag!r} must be a plain folder name", "e.g. --tag bf16-vs-w4a16")
         mode = "rate" if rate is not None else "concurrency"
         levels = _levels(rate, "--rate", False) if rate is not None else _levels(concurrency or "1", "--concurrency", True)
         prompt_set = load_prompts(prompts)
-        targets = [resolve_target(url, model, api, label)]
+        targets = [resolve_target(url, model, api, label, metrics_url)]
         if compare_url:
-            targets = list(distinct_labels(targets[0], resolve_target(compare_url, compare_model, api, compare_label)))
+            other = resolve_target(compare_url, compare_model, api, compare_label, compare_metrics_url)
+            targets = list(distinct_labels(targets[0], other))
         settings = BenchSettings(
             mode=mode, levels=levels, requests=requests, warmup=warmup, max_tokens=max_tokens, ignore_eos=ignore_eos,
             rounds=rounds, seed=seed, timeout_s=timeout_s, max_concurrency=max_concurrency,

@@ -1,0 +1,26 @@
+"""Shared pieces for bench tests: targets and settings against the loopback stub."""
+
+from __future__ import annotations
+
+import pytest
+
+from quantship.bench.models import BenchSettings, Target
+from tests.support.openai_stub import OpenAIStub
+
+
+def target_for(stub: OpenAIStub, label: str = "a", api: str = "chat") -> Target:
+    return Target(label=label, base_url=stub.base_url, model=stub.behaviour.model, api=api)
+
+
+def settings(**changes) -> BenchSettings:
+    base = dict(
+        mode="concurrency", levels=[1.0], requests=4, warmup=0, max_tokens=8, ignore_eos=True, rounds=2, seed=0,
+        timeout_s=30.0, prompts="builtin", prompt_count=32,
+    )
+    return BenchSettings(**{**base, **changes})
+
+
+@pytest.fixture
+def stub():
+    with OpenAIStub(mode="normal", tokens=8) as server:
+        yield server
