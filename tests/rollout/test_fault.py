@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 import yaml
 
-from conftest import TOKEN, make_config
+from tests.rollout.helpers import TOKEN, make_config
 from tests.support.openai_stub import OpenAIStub, StubProcess, free_port
 
 TOTAL = 2000

@@ -6,7 +6,7 @@ import json
 
 import httpx
 
-from conftest import TOKEN, GatewayServer, chat, make_config
+from tests.rollout.helpers import TOKEN, GatewayServer, chat, make_config
 
 USERS = [f"user-{i}" for i in range(400)]
 
@@ -154,3 +154,17 @@ def test_known_answer_probe_regression_rolls_back(tmp_path, control, treatment):
         status = gw.wait_for(lambda s: s["status"] == "rolled_back")
         assert status["reasons"] == ["known-answer probe failed on treatment only: 'What is the capital of France?'"]
         assert json.dumps(status["probes"]["control"]) == '{"What is the capital of France?": true}'
+
+
+def test_grafana_dashboard_only_uses_metrics_the_gateway_exports(tmp_path, control, treatment):
+    import re
+    from pathlib import Path
+
+    dashboard = json.loads((Path(__file__).resolve().parents[2] / "deploy/grafana/quantship-rollout.json").read_text())
+    used = {m for p in dashboard["panels"] for t in p["targets"] for m in re.findall(r"quantship_rollout_\w+", t["expr"])}
+    with GatewayServer(make_config(tmp_path, control.url, treatment.url)) as gw:
+        _traffic(gw.url, USERS[:20], stream=True)
+        gw.wait_for(lambda s: s["last_check"] is not None)
+        exported = httpx.get(f"{gw.url}/metrics").text
+    missing = [m for m in used if not re.search(rf"^{m}[{{ ]", exported, re.MULTILINE)]
+    assert not missing and len(used) >= 12

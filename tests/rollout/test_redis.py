@@ -10,7 +10,7 @@ import time
 import pytest
 import redis
 
-from conftest import GatewayServer, chat, make_config
+from tests.rollout.helpers import GatewayServer, chat, make_config
 from quantship.rollout.controller import Controller
 from quantship.rollout.metrics import Metrics
 from quantship.rollout.store import RedisStore

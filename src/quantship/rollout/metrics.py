@@ -6,7 +6,7 @@ from dataclasses import asdict
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from quantship.rollout.monitor import CheckResult
+from quantship.rollout.monitor import SIGNALS, CheckResult
 
 _LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
 _QUALITY = ("error_rate", "repetition_rate", "refusal_rate", "truncation_rate", "mean_tokens", "coherence", "samples")
@@ -40,6 +40,19 @@ class Metrics:
         self.alerts = Counter("quantship_rollout_alerts", "Breach reasons raised by checks.", ["signal"], registry=r)
         self.breaker_open = Gauge("quantship_rollout_circuit_open", "1 while the treatment circuit breaker is open.", registry=r)
         self.probes = Counter("quantship_rollout_probes", "Known-answer probes by variant and result.", ["variant", "result"], registry=r)
+
+        # Known label values start at 0, so dashboards and rate() see them before the first event.
+        for cause in ("treatment_failed", "circuit_open"):
+            self.failovers.labels(cause)
+        for trigger in ("automatic", "manual"):
+            self.rollbacks.labels(trigger)
+        for signal in SIGNALS:
+            self.alerts.labels(signal)
+        for result in ("pass", "breach", "insufficient"):
+            self.checks.labels(result)
+        for variant in ("control", "treatment"):
+            for result in ("pass", "fail"):
+                self.probes.labels(variant, result)
 
     def observe_check(self, result: CheckResult) -> None:
         self.checks.labels(result.status).inc()

@@ -19,6 +19,7 @@ from quantship.rollout.quality import Observation
 PASS = "pass"
 BREACH = "breach"
 INSUFFICIENT = "insufficient"
+SIGNALS = ("circuit", "probe", "errors", "repetition", "refusal", "length", "coherence", "truncation", "latency")
 
 
 @dataclass(frozen=True)
