@@ -15,13 +15,22 @@ from quantship.rundir import RunDir
 
 W4A16 = {
     "quant_method": "compressed-tensors",
-    "config_groups": {"group_0": {"weights": {"num_bits": 4, "type": "int", "group_size": 128},
-                                  "input_activations": None, "targets": ["Linear"]}},
+    "config_groups": {
+        "group_0": {
+            "weights": {"num_bits": 4, "type": "int", "group_size": 128},
+            "input_activations": None,
+            "targets": ["Linear"],
+        }
+    },
 }
 W8A8_INT8 = {
     "quant_method": "compressed-tensors",
-    "config_groups": {"group_0": {"weights": {"num_bits": 8, "type": "int"},
-                                  "input_activations": {"num_bits": 8, "type": "int", "dynamic": True}}},
+    "config_groups": {
+        "group_0": {
+            "weights": {"num_bits": 8, "type": "int"},
+            "input_activations": {"num_bits": 8, "type": "int", "dynamic": True},
+        }
+    },
 }
 
 
@@ -35,8 +44,14 @@ def write_checkpoint(folder: Path, quant: dict | None = None, weight_bytes: int 
     return folder
 
 
-def make_variant(run_dir: Path, name: str, quant: dict | None = W4A16, gguf: bool = False,
-                 fmt: str | None = None, verdict: bool | None = True) -> Path:
+def make_variant(
+    run_dir: Path,
+    name: str,
+    quant: dict | None = W4A16,
+    gguf: bool = False,
+    fmt: str | None = None,
+    verdict: bool | None = True,
+) -> Path:
     """A variant published through RunDir.stage, as `quantship quantize` does."""
     runs = RunDir(run_dir)
     with runs.stage(f"variants/{name}", {"method": "test"}, {}) as stage:

@@ -11,8 +11,13 @@ from tests.serve.conftest import W8A8_INT8, make_variant, write_checkpoint
 
 def quantship(*args, cwd, home):
     env = {**os.environ, "COLUMNS": "200", "QUANTSHIP_HOME": str(home)}
-    return subprocess.run([sys.executable, "-c", "from quantship.cli import main; main()", *args],
-                          cwd=cwd, capture_output=True, text=True, env=env)
+    return subprocess.run(
+        [sys.executable, "-c", "from quantship.cli import main; main()", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        env=env,
+    )
 
 
 def test_dry_run_prints_the_exact_vllm_cpu_command(tmp_path):
@@ -27,11 +32,26 @@ def test_dry_run_prints_the_exact_vllm_cpu_command(tmp_path):
 
 def test_dry_run_of_a_gpu_command_with_tensor_parallel(tmp_path):
     make_variant(tmp_path / "run", "w4")
-    run = quantship("serve", "--run-dir", "run", "--variant", "w4", "--stack", "vllm", "--tensor-parallel", "2",
-                    "--vllm-python", "/opt/vllm/bin/python", "--dry-run", cwd=tmp_path, home=tmp_path / "h")
+    run = quantship(
+        "serve",
+        "--run-dir",
+        "run",
+        "--variant",
+        "w4",
+        "--stack",
+        "vllm",
+        "--tensor-parallel",
+        "2",
+        "--vllm-python",
+        "/opt/vllm/bin/python",
+        "--dry-run",
+        cwd=tmp_path,
+        home=tmp_path / "h",
+    )
     assert run.returncode == 0, run.stderr
     assert run.stdout.strip().endswith(
-        "--quantization compressed-tensors --tensor-parallel-size 2 --gpu-memory-utilization 0.9")
+        "--quantization compressed-tensors --tensor-parallel-size 2 --gpu-memory-utilization 0.9"
+    )
     assert run.stdout.startswith("DO_NOT_TRACK=1 HF_HUB_OFFLINE=1 VLLM_NO_USAGE_STATS=1 /opt/vllm/bin/python -m")
 
 
@@ -59,8 +79,9 @@ def test_passing_variant_without_the_vllm_env_names_the_setup_command(tmp_path):
 
 def test_variant_and_model_together_are_refused(tmp_path):
     model = write_checkpoint(tmp_path / "m")
-    run = quantship("serve", "--run-dir", "run", "--variant", "w4", "--model", str(model), cwd=tmp_path,
-                    home=tmp_path / "h")
+    run = quantship(
+        "serve", "--run-dir", "run", "--variant", "w4", "--model", str(model), cwd=tmp_path, home=tmp_path / "h"
+    )
     assert run.returncode == 2 and "exactly one of --variant or --model" in run.stderr
 
 

@@ -22,7 +22,9 @@ from quantship.envs import llamacpp
 
 pytestmark = [
     pytest.mark.e2e,
-    pytest.mark.skipif(not llamacpp.status()["ready"], reason="llama.cpp toolchain not built: run `quantship setup llama.cpp`"),
+    pytest.mark.skipif(
+        not llamacpp.status()["ready"], reason="llama.cpp toolchain not built: run `quantship setup llama.cpp`"
+    ),
 ]
 
 
@@ -38,10 +40,23 @@ def demo_gguf():
 
 
 def test_cli_serves_gguf_with_llama_server_and_ctrl_c_stops_everything(demo_gguf, tmp_path):
-    argv = [sys.executable, "-c", "from quantship.cli import main; main()", "serve", "--model", str(demo_gguf),
-            "--port", "0", "--parallel", "2", "--run-dir", str(tmp_path)]
-    cli = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                           env={**os.environ, "COLUMNS": "200"})
+    argv = [
+        sys.executable,
+        "-c",
+        "from quantship.cli import main; main()",
+        "serve",
+        "--model",
+        str(demo_gguf),
+        "--port",
+        "0",
+        "--parallel",
+        "2",
+        "--run-dir",
+        str(tmp_path),
+    ]
+    cli = subprocess.Popen(
+        argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, "COLUMNS": "200"}
+    )
     try:
         base_url = cli.stdout.readline().strip()
         assert base_url.startswith("http://127.0.0.1:"), cli.stderr.read() if cli.poll() is not None else base_url
@@ -53,15 +68,28 @@ def test_cli_serves_gguf_with_llama_server_and_ctrl_c_stops_everything(demo_gguf
         server = psutil.Process(record["pid"])
         group = [server, *server.children(recursive=True)]
 
-        chat = httpx.post(f"{base_url}/chat/completions", timeout=120, json={
-            "model": model, "max_tokens": 24, "temperature": 0, **extra,
-            "messages": [{"role": "user", "content": "What is the capital of France?"}],
-        })
+        chat = httpx.post(
+            f"{base_url}/chat/completions",
+            timeout=120,
+            json={
+                "model": model,
+                "max_tokens": 24,
+                "temperature": 0,
+                **extra,
+                "messages": [{"role": "user", "content": "What is the capital of France?"}],
+            },
+        )
         assert chat.status_code == 200 and "Paris" in chat.json()["choices"][0]["message"]["content"]
 
         pieces, done = [], False
-        body = {"model": model, "prompt": "The capital of France is", "max_tokens": 8, "temperature": 0,
-                "stream": True, **extra}
+        body = {
+            "model": model,
+            "prompt": "The capital of France is",
+            "max_tokens": 8,
+            "temperature": 0,
+            "stream": True,
+            **extra,
+        }
         with httpx.stream("POST", f"{base_url}/completions", json=body, timeout=120) as stream:
             for line in stream.iter_lines():
                 if line == "data: [DONE]":

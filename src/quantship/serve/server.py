@@ -10,6 +10,7 @@ atomically to `<run dir>/serve/<name>.json` so other stages, and `quantship serv
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import shutil
 import signal
@@ -22,8 +23,8 @@ from typing import Any
 
 import psutil
 
-from quantship.errors import GateFailed, InputError, NotAvailable
 from quantship.envs import vllm_cpu
+from quantship.errors import GateFailed, InputError, NotAvailable
 from quantship.rundir import atomic_write_json, read_json
 from quantship.serve import health, launch, preflight
 from quantship.serve.launch import LaunchSpec, ServeOptions
@@ -75,8 +76,9 @@ class RunningServer:
         code = _stop_group(self.pid, self.process, grace_s)
         _remove_short_tmpdir(self.spec.env)
         if self.record_path.exists():
-            _write_record(self.record_path, {**self.record, "status": "stopped", "exit_code": code,
-                                             "stopped_at": _now()})
+            _write_record(
+                self.record_path, {**self.record, "status": "stopped", "exit_code": code, "stopped_at": _now()}
+            )
         return code
 
     def __enter__(self) -> RunningServer:
@@ -88,8 +90,10 @@ class RunningServer:
 
 def resolve_target(run_dir: Path | None, variant: str | None, model: Path | None) -> ServeTarget:
     if (variant is None) == (model is None):
-        raise InputError("serve needs exactly one of --variant or --model",
-                         "pass --run-dir R --variant NAME for a quantized variant, or --model PATH")
+        raise InputError(
+            "serve needs exactly one of --variant or --model",
+            "pass --run-dir R --variant NAME for a quantized variant, or --model PATH",
+        )
     if variant is not None:
         if run_dir is None:
             raise InputError("--variant needs the run directory", "pass --run-dir runs/<name>")
@@ -108,8 +112,9 @@ def resolve_stack(stack: str, target: ServeTarget, gpu: dict | None, need_gpu: b
     if wanted not in launch.STACKS:
         raise InputError(f"unknown serving stack {stack!r}", f"use one of: {', '.join(launch.STACKS)}, auto")
     if wanted == "vllm" and gpu is None and need_gpu:
-        raise InputError("--stack vllm needs an NVIDIA GPU and none was found (nvidia-smi)",
-                         "use --stack vllm-cpu on this machine")
+        raise InputError(
+            "--stack vllm needs an NVIDIA GPU and none was found (nvidia-smi)", "use --stack vllm-cpu on this machine"
+        )
     return wanted
 
 
@@ -131,9 +136,15 @@ def serve_dir(run_dir: Path | None) -> Path:
     return ((Path(run_dir) if run_dir is not None else vllm_cpu.quantship_home()) / "serve").absolute()
 
 
-def build_spec(target: ServeTarget, stack: str, opts: ServeOptions, run_dir: Path | None,
-               llama_server: Path | None = None, vllm_python: Path | None = None,
-               check_env: bool = True) -> LaunchSpec:
+def build_spec(
+    target: ServeTarget,
+    stack: str,
+    opts: ServeOptions,
+    run_dir: Path | None,
+    llama_server: Path | None = None,
+    vllm_python: Path | None = None,
+    check_env: bool = True,
+) -> LaunchSpec:
     """The exact command for `stack`; `check_env=False` (dry run) does not require it installed."""
     if stack == "vllm-cpu":
         python = vllm_cpu.require_ready() if check_env else vllm_cpu.env_python()
@@ -150,8 +161,10 @@ def build_spec(target: ServeTarget, stack: str, opts: ServeOptions, run_dir: Pat
         return launch.llama_cpp_python(target, Path(sys.executable), opts)
     if not check_env:
         return launch.llama_server(target, Path("llama-server"), opts)
-    raise NotAvailable("no llama.cpp server found (llama-server binary or llama-cpp-python)",
-                       "run `quantship setup llama.cpp` (builds llama-server, ~20 min), or pass --llama-server PATH")
+    raise NotAvailable(
+        "no llama.cpp server found (llama-server binary or llama-cpp-python)",
+        "run `quantship setup llama.cpp` (builds llama-server, ~20 min), or pass --llama-server PATH",
+    )
 
 
 def start_server(
@@ -177,7 +190,7 @@ def start_server(
     """
     opts = options or ServeOptions()
     if opts.port == 0:
-        opts = ServeOptions(**{**opts.__dict__, "port": free_port(opts.host)})
+        opts = dataclasses.replace(opts, port=free_port(opts.host))
     out_dir = serve_dir(run_dir)
     gpu = preflight.detect_gpu()
     target = None
@@ -202,18 +215,35 @@ def start_server(
     _refuse_live_record(record_path)
     say(f"starting {spec.stack}: {spec.shell_line()}")
     with open(log_path, "ab") as log:
+        for check in checks:
+            log.write(f"# pre-flight {check.name}: {check.status} ({check.detail})\n".encode())
         log.write(f"$ {spec.shell_line()}\n".encode())
         log.flush()
         process = subprocess.Popen(
-            spec.argv, env={**os.environ, **spec.env}, stdin=subprocess.DEVNULL,
-            stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            spec.argv,
+            env={**os.environ, **spec.env},
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
     record = {
-        "name": label, "status": "starting", "stack": spec.stack, "pid": process.pid, "pgid": process.pid,
-        "url": spec.url, "base_url": f"{spec.url}/v1", "served_model_name": spec.served_model_name,
-        "command": spec.argv, "env": spec.env, "log": str(log_path), "started_at": _now(),
-        "target": _target_info(target), "forced": any(c.status == "forced" for c in checks),
-        "preflight": [c.as_dict() for c in checks], "greedy_extra": spec.greedy_extra,
+        "name": label,
+        "status": "starting",
+        "stack": spec.stack,
+        "pid": process.pid,
+        "pgid": process.pid,
+        "url": spec.url,
+        "base_url": f"{spec.url}/v1",
+        "served_model_name": spec.served_model_name,
+        "command": spec.argv,
+        "env": spec.env,
+        "log": str(log_path),
+        "started_at": _now(),
+        "target": _target_info(target),
+        "forced": any(c.status == "forced" for c in checks),
+        "preflight": [c.as_dict() for c in checks],
+        "greedy_extra": spec.greedy_extra,
     }
     _write_record(record_path, record)
     server = RunningServer(spec, process, process.pid, log_path, record_path, record)
@@ -225,8 +255,9 @@ def start_server(
     return server
 
 
-def run_preflight(target: ServeTarget, stack: str, opts: ServeOptions, force: bool, out_dir: Path,
-                  gpu: dict | None) -> list[preflight.Check]:
+def run_preflight(
+    target: ServeTarget, stack: str, opts: ServeOptions, force: bool, out_dir: Path, gpu: dict | None
+) -> list[preflight.Check]:
     gpu_info = None
     if stack == "vllm" and gpu is not None:
         gpu_info = {**gpu, "tensor_parallel": opts.tensor_parallel}
@@ -249,8 +280,9 @@ def _become_ready(server: RunningServer, timeout_s: float, probe: bool, say: Say
         warm = health.warm_up(spec.url, spec.served_model_name, spec.greedy_extra)
         result = health.probe(spec.url, spec.served_model_name, spec.greedy_extra) if probe else None
     except health.NotReady as error:
-        raise NotAvailable(f"{spec.stack} server did not become ready: {error}",
-                           f"see {server.log_path}: {_log_tail(server.log_path)}") from None
+        raise NotAvailable(
+            f"{spec.stack} server did not become ready: {error}", f"see {server.log_path}: {_log_tail(server.log_path)}"
+        ) from None
     if result is not None:
         say(f"probe {result.prompt!r} -> {result.text.strip()!r}")
         if not result.passed:
@@ -260,9 +292,25 @@ def _become_ready(server: RunningServer, timeout_s: float, probe: bool, say: Say
                 f"probe failed: {result.prompt!r} -> {result.text.strip()!r} lacks {result.expected!r}",
                 "the served weights are broken or not the model you meant; check the variant's validation",
             )
-    server.record.update(status="ready", ready_after_s=round(waited, 1), warmup_requests=warm,
-                         probe=result.__dict__ if result else None, ready_at=_now())
+    server.record.update(
+        status="ready",
+        ready_after_s=round(waited, 1),
+        warmup_requests=warm,
+        probe=result.__dict__ if result else None,
+        ready_at=_now(),
+    )
     _write_record(server.record_path, server.record)
+
+
+def live_servers(run_dir: Path | None) -> list[dict[str, Any]]:
+    """Records of the servers of a run directory that are ready and still running."""
+    live = []
+    for path in sorted(serve_dir(run_dir).glob("*.json")):
+        with contextlib.suppress(ValueError, OSError):
+            record = read_json(path)
+            if record.get("status") == "ready" and _is_recorded_process(record):
+                live.append(record)
+    return live
 
 
 def stop_recorded(run_dir: Path | None, name: str | None = None, say: Say = _quiet) -> list[str]:
@@ -355,15 +403,21 @@ def _refuse_live_record(path: Path) -> None:
     with contextlib.suppress(FileNotFoundError, ValueError):
         record = read_json(path)
         if record.get("status") in ("starting", "ready") and _is_recorded_process(record):
-            raise InputError(f"{record['name']} is already served at {record['url']} (pid {record['pid']})",
-                             "use it, or stop it first with `quantship serve --stop`")
+            raise InputError(
+                f"{record['name']} is already served at {record['url']} (pid {record['pid']})",
+                "use it, or stop it first with `quantship serve --stop`",
+            )
 
 
 def _target_info(target: ServeTarget | None) -> dict | None:
     if target is None:
         return None
-    return {"path": str(target.path), "format": target.format, "variant": target.variant,
-            "quantization": target.vllm_quantization}
+    return {
+        "path": str(target.path),
+        "format": target.format,
+        "variant": target.variant,
+        "quantization": target.vllm_quantization,
+    }
 
 
 def _has_llama_cpp_python() -> bool:

@@ -57,7 +57,9 @@ def from_model_path(path: Path, name: str | None = None) -> ServeTarget:
     if not path.exists():
         raise InputError(f"model path {path} does not exist", "pass a Hugging Face checkpoint folder or a .gguf file")
     if path.is_file() and path.suffix != ".gguf":
-        raise InputError(f"{path} is neither a .gguf file nor a checkpoint folder", "pass the folder holding config.json")
+        raise InputError(
+            f"{path} is neither a .gguf file nor a checkpoint folder", "pass the folder holding config.json"
+        )
     if path.is_dir() and not (path / "config.json").exists():
         ggufs = sorted(path.glob("*.gguf"))
         if len(ggufs) != 1:
