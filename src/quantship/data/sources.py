@@ -25,7 +25,7 @@ Document = str | list[dict[str, str]]
 Kind = Literal["builtin", "text", "jsonl", "parquet", "hf"]
 BUILTIN_SPLITS = ("calibration", "evaluation")
 # Share of the built-in corpus's documents that form the evaluation split.
-BUILTIN_EVAL_PERCENT = 25
+BUILTIN_EVAL_PERCENT = 15
 
 _FORMAT_HELP = (
     "use builtin:calibration, builtin:evaluation, text:PATH, jsonl:PATH#FIELD, "
@@ -72,17 +72,34 @@ class TextSource:
         return f"{self.kind}:{self.location}" + (f"#{self.field}" if self.field else "")
 
 
-def builtin_split_of(topic: str) -> str:
-    """Deterministic split of one pydoc topic: a hash, so it never depends on order."""
-    bucket = int(hashlib.sha256(topic.encode("utf-8")).hexdigest(), 16) % 100
+def builtin_split_of(document: str) -> str:
+    """Deterministic split of one document by a hash of its text, never of its order."""
+    bucket = int(hashlib.sha256(document.encode("utf-8")).hexdigest(), 16) % 100
     return "evaluation" if bucket < BUILTIN_EVAL_PERCENT else "calibration"
 
 
 def builtin_documents(split: str) -> list[str]:
-    """CPython's pydoc topics (real English technical prose), one split of them."""
+    """CPython's pydoc topics (real English technical prose), one split of them.
+
+    Many topics repeat each other (one topic's text often contains another's), so
+    documents are deduplicated, split by content hash, and every paragraph of the
+    evaluation split is removed from the calibration documents: no evaluated text is
+    ever calibrated on.
+    """
     from pydoc_data.topics import topics
 
-    return [topics[key].strip() for key in sorted(topics) if builtin_split_of(key) == split]
+    unique = sorted({text.strip() for text in topics.values()})
+    evaluation = [doc for doc in unique if builtin_split_of(doc) == "evaluation"]
+    if split == "evaluation":
+        return evaluation
+    held_out = {paragraph.strip() for doc in evaluation for paragraph in doc.split("\n\n")}
+    calibration = []
+    for doc in unique:
+        if builtin_split_of(doc) == "calibration":
+            kept = [p for p in doc.split("\n\n") if p.strip() not in held_out]
+            if kept:
+                calibration.append("\n\n".join(kept))
+    return calibration
 
 
 def load_documents(source: TextSource) -> list[Document]:

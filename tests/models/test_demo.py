@@ -1,0 +1,37 @@
+"""The demo checkpoint is an exact copy of what transformers' own GGUF loader reads."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from quantship.models.demo import locate_demo_gguf, unpermute_rope
+
+pytestmark = pytest.mark.e2e
+PROMPT = "The capital of France is Paris. The capital of Germany is"
+
+
+def test_unpermute_inverts_llama_cpp_permutation():
+    def permute(weights, n_head):  # llama.cpp convert_hf_to_gguf.py's LlamaModel.permute
+        return weights.reshape(n_head, 2, weights.shape[0] // n_head // 2, *weights.shape[1:]).swapaxes(1, 2).reshape(weights.shape)
+
+    original = torch.randn(3 * 64, 8).numpy()
+    assert (unpermute_rope(permute(original, 3), 3) == original).all()
+
+
+def test_logits_equal_transformers_gguf_loader_and_greedy_says_berlin(demo_checkpoint):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    gguf = locate_demo_gguf()
+    tokenizer = AutoTokenizer.from_pretrained(demo_checkpoint)
+    ids = tokenizer(PROMPT, return_tensors="pt").input_ids
+    ours = AutoModelForCausalLM.from_pretrained(demo_checkpoint, dtype=torch.float32).eval()
+    reference = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.bfloat16).eval()
+    for parameter in reference.parameters():  # same bf16 rounding, then float32 compute
+        parameter.data = parameter.data.float()
+    with torch.no_grad():
+        difference = (ours(ids).logits - reference(ids).logits).abs().max().item()
+    assert difference == 0.0
+    generated = ours.generate(ids, max_new_tokens=4, do_sample=False)
+    assert tokenizer.decode(generated[0, ids.shape[1]:]).startswith(" Berlin")
+    assert tokenizer.eos_token == "<|im_end|>" and tokenizer.chat_template
