@@ -67,3 +67,21 @@ def test_invalid_config_json_is_an_input_error(tmp_path):
     (folder / "config.json").write_text("{not json")
     with pytest.raises(InputError, match="not valid JSON"):
         from_model_path(folder)
+
+
+def test_gguf_variant_folder_with_imatrix_serves_model_gguf(tmp_path):
+    folder = tmp_path / "q4"
+    folder.mkdir()
+    (folder / "model.gguf").write_bytes(b"GGUF")
+    (folder / "imatrix.gguf").write_bytes(b"GGUF")
+    assert from_model_path(folder).path == folder / "model.gguf"
+    (folder / "model.gguf").rename(folder / "SmolLM2.Q4_K_M.gguf")
+    assert from_model_path(folder).path == folder / "SmolLM2.Q4_K_M.gguf"
+
+
+def test_gguf_type_is_read_from_the_file_header_when_the_name_does_not_say(tmp_path):
+    from quantship.models.demo import locate_demo_gguf
+
+    (tmp_path / "model.gguf").symlink_to(locate_demo_gguf())
+    target = from_model_path(tmp_path / "model.gguf")
+    assert target.gguf_type == "Q4_1" and plan_format(target) is None  # Q4_1: not in plan's matrix

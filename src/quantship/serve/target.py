@@ -61,7 +61,7 @@ def from_model_path(path: Path, name: str | None = None) -> ServeTarget:
             f"{path} is neither a .gguf file nor a checkpoint folder", "pass the folder holding config.json"
         )
     if path.is_dir() and not (path / "config.json").exists():
-        ggufs = sorted(path.glob("*.gguf"))
+        ggufs = _model_ggufs(path)
         if len(ggufs) != 1:
             raise InputError(
                 f"{path} has no config.json and {len(ggufs)} .gguf files",
@@ -70,7 +70,8 @@ def from_model_path(path: Path, name: str | None = None) -> ServeTarget:
         path = ggufs[0]
     served = name or (path.stem if path.is_file() else path.name)
     if path.suffix == ".gguf":
-        return ServeTarget(path=path, format="gguf", name=served, gguf_type=_gguf_type_from_name(path.name))
+        kind = _gguf_type_from_name(path.name) or _gguf_type_from_file(path)
+        return ServeTarget(path=path, format="gguf", name=served, gguf_type=kind)
     quant = _quant_config(path)
     fmt = str(quant.get("quant_method")) if quant else "bf16"
     return ServeTarget(path=path, format=fmt, name=served, quant_config=quant)
@@ -139,9 +140,30 @@ def _quant_config(folder: Path) -> dict[str, Any] | None:
     return quant if isinstance(quant, dict) else None
 
 
+def _model_ggufs(folder: Path) -> list[Path]:
+    """The model file(s) of a GGUF folder: `model.gguf` (quantize's name) if present, never an imatrix."""
+    if (folder / "model.gguf").is_file():
+        return [folder / "model.gguf"]
+    return [p for p in sorted(folder.glob("*.gguf")) if not p.name.startswith("imatrix")]
+
+
+def _gguf_type_from_file(path: Path) -> str | None:
+    """`general.file_type` from the GGUF header (Q4_K_M, Q8_0, ...), None when unreadable.
+
+    GGUFReader parses the whole vocabulary (seconds), so the file name is tried first.
+    """
+    try:
+        from gguf import GGUFReader, LlamaFileType
+
+        field = GGUFReader(path).fields["general.file_type"]
+        return LlamaFileType(int(field.parts[field.data[0]][0])).name.removeprefix("MOSTLY_")
+    except Exception:  # not a GGUF file, or one without the key: fall back to its name
+        return None
+
+
 def _gguf_type_from_name(name: str) -> str | None:
     upper = name.upper()
-    for kind in ("Q4_K_M", "Q4_K_S", "Q5_K_M", "Q6_K", "Q8_0", "Q4_0", "Q4_1", "F16", "BF16"):
+    for kind in ("Q4_K_M", "Q4_K_S", "Q5_K_M", "Q5_K_S", "Q6_K", "Q8_0", "Q4_0", "Q4_1", "BF16", "F16"):
         if kind in upper:
             return kind
     return None
