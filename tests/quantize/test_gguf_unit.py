@@ -15,7 +15,8 @@ from rich.console import Console
 
 from quantship.errors import InputError
 from quantship.quantize.base import QuantizeContext
-from quantship.quantize.gguf_backend import GGUFBackend, _check_disk, _fallback_warnings
+from quantship.quantize.gguf_backend import GGUFBackend
+from quantship.quantize.gguf_pipeline import _check_disk, _fallback_warnings
 from quantship.quantize.gguf_inspect import parse_fallbacks, read_summary
 from quantship.quantize.gguf_names import hf_to_gguf_names, resolve_overrides, tensor_type_rules
 from quantship.quantize.gguf_types import SCHEMES, scheme_for
@@ -162,6 +163,19 @@ def test_check_refuses_bad_requests_with_one_line_fix(tmp_path, spec, message):
     with pytest.raises(InputError, match=message.replace("(", r"\(")) as raised:
         GGUFBackend().check(variant, _context(tmp_path))
     assert "\n" not in raised.value.one_line() and raised.value.fix
+
+
+def test_convert_refuses_a_missing_or_non_compressed_tensors_source(tmp_path):
+    ctx = _context(tmp_path)
+    with pytest.raises(InputError, match="needs `source: <variant name>`"):
+        GGUFBackend().check(VariantSpec(name="c", method="convert", scheme="Q8_0"), ctx)
+    spec = VariantSpec(name="c", method="convert", scheme="Q8_0", source="w4a16")
+    with pytest.raises(InputError, match=r"variants/w4a16 is missing or incomplete; run `quantship quantize"):
+        GGUFBackend().check(spec, ctx)
+    with ctx.run_dir.stage("variants/w4a16", {}, {}) as stage:
+        (stage.staging / "config.json").write_text(json.dumps({"architectures": ["LlamaForCausalLM"]}))
+    with pytest.raises(InputError, match="not a compressed-tensors checkpoint"):
+        GGUFBackend().check(spec, ctx)
 
 
 def test_disk_check_refuses_when_the_variant_cannot_fit(tmp_path, monkeypatch):

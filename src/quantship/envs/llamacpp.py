@@ -319,7 +319,7 @@ def _install_bindings(sdist: Path, built_libs: Path, runner: _Runner) -> None:
         env = {**os.environ, "CMAKE_ARGS": _BINDINGS_CMAKE_ARGS}
         runner.run(
             f"install the {PACKAGE} bindings (no second llama.cpp compile)",
-            [sys.executable, "-m", "pip", "install", "--disable-pip-version-check", "--force-reinstall",
+            [sys.executable, "-m", "pip", "install", "--disable-pip-version-check",
              "--no-cache-dir", str(sdist), "diskcache>=5.6.1"],
             env=env,
         )

@@ -16,7 +16,7 @@ from typing import Any
 
 from quantship.errors import InputError
 from quantship.quantize.base import QuantizeContext, VariantOutput
-from quantship.quantize.gguf_backend import check_request, produce_gguf
+from quantship.quantize.gguf_pipeline import produce_gguf
 from quantship.quantize.spec import VariantSpec
 from quantship.rundir import atomic_write_json
 
@@ -24,34 +24,28 @@ _DEQUANTIZED = ".work-dequantized"  # inside the staging folder; removed before 
 _NOT_COPIED = {"config.json", "recipe.yaml", "model.safetensors.index.json"}
 
 
-class ConvertBackend:
-    name = "convert"
-
-    def check(self, spec: VariantSpec, ctx: QuantizeContext) -> None:
-        folder = source_checkpoint(spec, ctx)
-        check_request(spec, ctx, folder, extra_copies=1)
-
-    def quantize(self, spec: VariantSpec, ctx: QuantizeContext, out_dir: Path) -> VariantOutput:
-        folder = source_checkpoint(spec, ctx)
-        work = out_dir / _DEQUANTIZED
-        try:
-            with ctx.console.status(f"{spec.name}: dequantizing variant {spec.source!r} to bf16"):
-                dequantize_checkpoint(folder, work)
-            lineage = {
-                "source_variant": spec.source,
-                "source_format": "compressed-tensors",
-                "source_manifest_fingerprint": (ctx.run_dir.manifest(f"variants/{spec.source}") or {}).get("fingerprint"),
-                "source_quantization": _quantization_summary(folder),
-                "steps": [
-                    f"variants/{spec.source}: compressed-tensors checkpoint",
-                    "dequantized to bf16 with transformers (CompressedTensorsConfig(run_compressed=False))",
-                    "converted to GGUF with llama.cpp convert_hf_to_gguf.py",
-                    f"quantized to {spec.scheme} with llama-quantize",
-                ],
-            }
-            return produce_gguf(spec, ctx, work, out_dir, lineage=lineage)
-        finally:
-            shutil.rmtree(work, ignore_errors=True)
+def convert_variant(spec: VariantSpec, ctx: QuantizeContext, out_dir: Path) -> VariantOutput:
+    """Dequantize the source variant into the staging folder, then run the GGUF pipeline on it."""
+    folder = source_checkpoint(spec, ctx)
+    work = out_dir / _DEQUANTIZED
+    try:
+        with ctx.console.status(f"{spec.name}: dequantizing variant {spec.source!r} to bf16"):
+            dequantize_checkpoint(folder, work)
+        lineage = {
+            "source_variant": spec.source,
+            "source_format": "compressed-tensors",
+            "source_manifest_fingerprint": (ctx.run_dir.manifest(f"variants/{spec.source}") or {}).get("fingerprint"),
+            "source_quantization": _quantization_summary(folder),
+            "steps": [
+                f"variants/{spec.source}: compressed-tensors checkpoint",
+                "dequantized to bf16 with transformers (CompressedTensorsConfig(run_compressed=False))",
+                "converted to GGUF with llama.cpp convert_hf_to_gguf.py",
+                f"quantized to {spec.scheme} with llama-quantize",
+            ],
+        }
+        return produce_gguf(spec, ctx, work, out_dir, lineage=lineage)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
 
 
 def source_checkpoint(spec: VariantSpec, ctx: QuantizeContext) -> Path:

@@ -1,4 +1,4 @@
-"""GGUF variants: llama.cpp's own converter, importance matrix and quantizer.
+"""The GGUF pipeline: llama.cpp's own converter, importance matrix and quantizer.
 
 Pipeline per variant: `convert_hf_to_gguf.py` (BF16, or F16 for an F16 variant) ->
 optionally `llama-imatrix` over the calibration text -> `llama-quantize` with the
@@ -44,20 +44,6 @@ LOG_DIR = "logs"
 _WORK_DIR = ".work"  # intermediates inside the staging folder, removed before returning
 # Options of the llm-compressor methods that mean nothing for llama.cpp's fixed block types.
 _NOT_FOR_GGUF = ("group_size", "symmetric", "act_order")
-
-
-class GGUFBackend:
-    """method "gguf": the baseline checkpoint -> a GGUF file of `spec.scheme`."""
-
-    name = "gguf"
-
-    def check(self, spec: VariantSpec, ctx: QuantizeContext) -> None:
-        if spec.source is not None:
-            raise InputError(f"variant {spec.name!r}: `source` is only for method convert", "remove `source`")
-        check_request(spec, ctx, ctx.checkpoint, extra_copies=0)
-
-    def quantize(self, spec: VariantSpec, ctx: QuantizeContext, out_dir: Path) -> VariantOutput:
-        return produce_gguf(spec, ctx, ctx.checkpoint, out_dir)
 
 
 def check_request(spec: VariantSpec, ctx: QuantizeContext, checkpoint: Path, extra_copies: int) -> GGUFScheme:
