@@ -86,8 +86,17 @@ def main() -> None:
     bandwidth = read_bandwidth()
     best_bandwidth = max(bandwidth["torch_sum_bytes_per_s"], bandwidth["numpy_sum_1thread_bytes_per_s"])
     settings = BenchSettings(
-        mode="concurrency", levels=[1.0], requests=args.requests, warmup=2, max_tokens=args.max_tokens,
-        ignore_eos=True, rounds=args.rounds, seed=0, timeout_s=600.0, prompts="builtin", prompt_count=32,
+        mode="concurrency",
+        levels=[1.0],
+        requests=args.requests,
+        warmup=2,
+        max_tokens=args.max_tokens,
+        ignore_eos=True,
+        rounds=args.rounds,
+        seed=0,
+        timeout_s=600.0,
+        prompts="builtin",
+        prompt_count=len(builtin_prompts()),
     )
     run_dir = ROOT / "runs" / "benchmark-serving"
     labels = {"bf16": baseline, "4-bit": variant}
@@ -95,10 +104,14 @@ def main() -> None:
     try:
         for label, model in labels.items():
             print(f"starting {stack} for {label}: {model}", flush=True)
-            servers.append(start_server(model=model, stack=stack, options=ServeOptions(port=0), run_dir=run_dir,
-                                        name=f"bench-{label}"))
-        targets = [Target(label=label, base_url=s.base_url, model=s.served_model_name)
-                   for label, s in zip(labels, servers)]
+            servers.append(
+                start_server(
+                    model=model, stack=stack, options=ServeOptions(port=0), run_dir=run_dir, name=f"bench-{label}"
+                )
+            )
+        targets = [
+            Target(label=label, base_url=s.base_url, model=s.served_model_name) for label, s in zip(labels, servers)
+        ]
         report, _ = asyncio.run(run_bench(targets, builtin_prompts(), settings))
     finally:
         for server in servers:
@@ -135,16 +148,21 @@ def main() -> None:
         "settings": settings.model_dump(),
         "models": models,
         "speedup_4bit_over_bf16": (q4["decode_tokens_per_s"] / b16["decode_tokens_per_s"])
-        if q4["decode_tokens_per_s"] and b16["decode_tokens_per_s"] else None,
+        if q4["decode_tokens_per_s"] and b16["decode_tokens_per_s"]
+        else None,
         "bytes_ratio_bf16_over_4bit": b16["weight_bytes_per_token"] / q4["weight_bytes_per_token"],
     }
     atomic_write_json(args.out, result)
     print(f"read bandwidth {best_bandwidth / 1e9:.1f} GB/s ({stack})")
     for label, m in models.items():
-        print(f"{label:>6}: {m['decode_tokens_per_s']:.1f} decode tok/s, bound {m['bandwidth_bound_tokens_per_s']:.1f} "
-              f"({m['fraction_of_bound']:.0%}), {m['weight_bytes_per_token'] / 1e6:.0f} MB/token")
-    print(f"4-bit / bf16 decode speed: {result['speedup_4bit_over_bf16']:.2f}x "
-          f"(bytes ratio {result['bytes_ratio_bf16_over_4bit']:.2f}x); written to {args.out}")
+        print(
+            f"{label:>6}: {m['decode_tokens_per_s']:.1f} decode tok/s, bound {m['bandwidth_bound_tokens_per_s']:.1f} "
+            f"({m['fraction_of_bound']:.0%}), {m['weight_bytes_per_token'] / 1e6:.0f} MB/token"
+        )
+    print(
+        f"4-bit / bf16 decode speed: {result['speedup_4bit_over_bf16']:.2f}x "
+        f"(bytes ratio {result['bytes_ratio_bf16_over_4bit']:.2f}x); written to {args.out}"
+    )
 
 
 if __name__ == "__main__":

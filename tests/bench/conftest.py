@@ -14,8 +14,17 @@ def target_for(stub: OpenAIStub, label: str = "a", api: str = "chat") -> Target:
 
 def settings(**changes) -> BenchSettings:
     base = dict(
-        mode="concurrency", levels=[1.0], requests=4, warmup=0, max_tokens=8, ignore_eos=True, rounds=2, seed=0,
-        timeout_s=30.0, prompts="builtin", prompt_count=32,
+        mode="concurrency",
+        levels=[1.0],
+        requests=4,
+        warmup=0,
+        max_tokens=8,
+        ignore_eos=True,
+        rounds=2,
+        seed=0,
+        timeout_s=30.0,
+        prompts="builtin",
+        prompt_count=32,
     )
     return BenchSettings(**{**base, **changes})
 

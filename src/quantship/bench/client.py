@@ -20,7 +20,9 @@ from quantship.bench.models import RequestRecord, Target
 from quantship.bench.prompts import Prompt
 
 
-def request_body(target: Target, prompt: Prompt, *, max_tokens: int, ignore_eos: bool, temperature: float) -> dict[str, Any]:
+def request_body(
+    target: Target, prompt: Prompt, *, max_tokens: int, ignore_eos: bool, temperature: float
+) -> dict[str, Any]:
     """The JSON body: greedy, fixed length, streamed with usage.
 
     `ignore_eos` is not OpenAI API but vLLM and llama.cpp's server both accept it,

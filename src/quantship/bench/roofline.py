@@ -72,14 +72,12 @@ def read_bandwidth(size_bytes: int = 512 << 20, repeats: int = 7) -> dict[str, f
 
     tensor = torch.ones(size_bytes // 4, dtype=torch.float32)
     array = np.ones(size_bytes // 4, dtype=np.float32)
-    result = {
+    return {
         "torch_sum_bytes_per_s": best(lambda: float(tensor.sum())),
         "numpy_sum_1thread_bytes_per_s": best(lambda: float(np.add.reduce(array))),
         "torch_threads": float(torch.get_num_threads()),
         "buffer_bytes": float(size_bytes),
     }
-    del tensor, array
-    return result
 
 
 def decode_bound(bandwidth_bytes_per_s: float, bytes_per_token: int) -> float:

@@ -22,6 +22,7 @@ from quantship.bench.prom import HISTOGRAMS, ServerMetrics, compare_means
 from quantship.bench.prompts import Prompt
 from quantship.bench.stats import summarize
 
+
 class Progress(Protocol):
     def phase(self, name: str, total: int) -> None: ...
 
@@ -80,12 +81,21 @@ async def run_bench(
             async def send(index: int, scheduled: float | None) -> RequestRecord:
                 prompt = prompts[(first + index) % len(prompts)]
                 body = request_body(
-                    target, prompt, max_tokens=settings.max_tokens, ignore_eos=settings.ignore_eos,
+                    target,
+                    prompt,
+                    max_tokens=settings.max_tokens,
+                    ignore_eos=settings.ignore_eos,
                     temperature=settings.temperature,
                 )
                 record = await send_request(
-                    client, target, body, clock_zero=clock_zero, level=level, phase=phase,
-                    timeout_s=settings.timeout_s, scheduled_s=scheduled,
+                    client,
+                    target,
+                    body,
+                    clock_zero=clock_zero,
+                    level=level,
+                    phase=phase,
+                    timeout_s=settings.timeout_s,
+                    scheduled_s=scheduled,
                 )
                 progress.advance()
                 return record
@@ -96,7 +106,9 @@ async def run_bench(
             progress.phase("warm-up", settings.warmup * len(targets))
             for target in targets:
                 warm, _ = await fixed_concurrency(
-                    sender(target, cursor, 0.0, "warmup"), settings.warmup, min(settings.warmup, _warmup_width(settings))
+                    sender(target, cursor, 0.0, "warmup"),
+                    settings.warmup,
+                    min(settings.warmup, _warmup_width(settings)),
                 )
                 records += warm
             cursor += settings.warmup
@@ -127,8 +139,13 @@ async def run_bench(
             for target in targets:
                 got = level_records[target.label]
                 summary = summarize(
-                    got, endpoint=target.label, mode=settings.mode, level=level, duration_s=durations[target.label],
-                    slo_ttft_ms=settings.slo_ttft_ms, slo_e2e_ms=settings.slo_e2e_ms,
+                    got,
+                    endpoint=target.label,
+                    mode=settings.mode,
+                    level=level,
+                    duration_s=durations[target.label],
+                    slo_ttft_ms=settings.slo_ttft_ms,
+                    slo_e2e_ms=settings.slo_e2e_ms,
                 )
                 probe = probes.get(target.label)
                 if probe is not None:

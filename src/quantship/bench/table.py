@@ -60,7 +60,8 @@ def level_tables(report: BenchReport) -> list[Table]:
         summaries = [by_label[label] for label in labels]
         table.add_row("ok / sent", *[f"{s.ok} / {s.requests}" for s in summaries], *([""] if len(labels) == 2 else []))
         table.add_row(
-            "errors", *[", ".join(f"{k} {v}" for k, v in s.error_kinds.items()) or "0" for s in summaries],
+            "errors",
+            *[", ".join(f"{k} {v}" for k, v in s.error_kinds.items()) or "0" for s in summaries],
             *([""] if len(labels) == 2 else []),
         )
         for name, get, pattern in _ROWS:

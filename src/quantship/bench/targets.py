@@ -45,9 +45,7 @@ def served_models(base_url: str, timeout_s: float = 10.0) -> list[str]:
         raise InputError(f"{base_url}/models is not an OpenAI model list", "check --url") from None
 
 
-def resolve_target(
-    url: str, model: str | None, api: Api, label: str | None, metrics_url: str | None = None
-) -> Target:
+def resolve_target(url: str, model: str | None, api: Api, label: str | None, metrics_url: str | None = None) -> Target:
     """The endpoint with its model name checked against what the server serves."""
     base_url = normalise_url(url)
     models = served_models(base_url)
@@ -61,7 +59,9 @@ def resolve_target(
             "pass one of those to --model / --compare-model, or leave it out to use the first",
         )
     if metrics_url is not None and urlsplit(metrics_url).scheme not in ("http", "https"):
-        raise InputError(f"{metrics_url!r} is not an http(s) URL", "pass e.g. --metrics-url http://127.0.0.1:8000/metrics")
+        raise InputError(
+            f"{metrics_url!r} is not an http(s) URL", "pass e.g. --metrics-url http://127.0.0.1:8000/metrics"
+        )
     return Target(label=label or model, base_url=base_url, model=model, api=api, metrics_url=metrics_url)
 
 
