@@ -80,15 +80,12 @@ def register(app: typer.Typer) -> None:
         goodput, checks its means against the server's Prometheus histograms, and
         writes summary.json, requests.jsonl and plots to <run-dir>/bench/<tag>.
         """
-        import asyncio
-
         from rich.console import Console
 
         from quantship.bench.models import BenchSettings
-        from quantship.bench.output import write_outputs
+        from quantship.bench.output import bench_into_run_dir
         from quantship.bench.progress import RichProgress
         from quantship.bench.prompts import load_prompts
-        from quantship.bench.runner import run_bench
         from quantship.bench.table import level_tables
         from quantship.bench.targets import distinct_labels, resolve_target
         from quantship.rundir import RunDir
@@ -130,13 +127,11 @@ def register(app: typer.Typer) -> None:
             prompts=prompts,
             prompt_count=len(prompt_set),
         )
-        params = {"settings": settings.model_dump(mode="json"), "targets": [t.model_dump() for t in targets]}
-        rundir = RunDir(resolve_run_dir(run_dir, name))
-        with rundir.stage(f"bench/{tag}", params, {}) as stage:
-            with RichProgress() as progress:
-                report, records = asyncio.run(run_bench(targets, prompt_set, settings, progress, server_metrics))
-            write_outputs(stage.staging, report, records)
+        with RichProgress() as progress:
+            report, folder = bench_into_run_dir(
+                RunDir(resolve_run_dir(run_dir, name)), tag, targets, prompt_set, settings, progress, server_metrics
+            )
         console = Console()
         for table in level_tables(report):
             console.print(table)
-        typer.echo(f"results: {rundir.stage_dir(f'bench/{tag}')}")
+        typer.echo(f"results: {folder}")
