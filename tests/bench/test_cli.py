@@ -85,3 +85,12 @@ def test_side_by_side_run_writes_summary_requests_and_plots(tmp_path):
         assert (out / plot).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     manifest = read_json(out / "manifest.json")
     assert manifest["status"] == "complete" and "summary.json" in manifest["outputs"]
+
+
+def test_a_run_where_every_request_fails_still_writes_results_and_exits_2(tmp_path):
+    with StubProcess(mode="error") as stub:
+        result = quantship("--url", stub.url, "--requests", "3", "--warmup", "0", "--run-dir", str(tmp_path))
+    assert result.returncode == 2
+    assert "every request to stub-model at concurrency 1 failed (http_500 x3)" in result.stderr
+    summary = read_json(tmp_path / "bench" / "main" / "summary.json")
+    assert summary["summaries"][0]["errors"] == 3

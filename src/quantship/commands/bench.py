@@ -135,3 +135,11 @@ def register(app: typer.Typer) -> None:
         for table in level_tables(report):
             console.print(table)
         typer.echo(f"results: {folder}")
+        failed = [s for s in report.summaries if s.ok == 0]
+        if failed:
+            first = failed[0]
+            kinds = ", ".join(f"{kind} x{count}" for kind, count in first.error_kinds.items())
+            raise InputError(
+                f"every request to {first.endpoint} at {first.mode} {first.level:g} failed ({kinds})",
+                "check that server's log; results were still written to " + str(folder),
+            )
