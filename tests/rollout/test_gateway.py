@@ -6,6 +6,8 @@ import json
 
 import httpx
 
+from quantship.rollout.assign import assign
+
 from tests.rollout.helpers import TOKEN, GatewayServer, chat, make_config
 
 USERS = [f"user-{i}" for i in range(400)]
@@ -168,3 +170,17 @@ def test_grafana_dashboard_only_uses_metrics_the_gateway_exports(tmp_path, contr
         exported = httpx.get(f"{gw.url}/metrics").text
     missing = [m for m in used if not re.search(rf"^{m}[{{ ]", exported, re.MULTILINE)]
     assert not missing and len(used) >= 12
+
+
+def test_treatment_stalling_before_its_first_token_fails_over_in_streams(tmp_path, control, treatment):
+    treatment.set_mode("slow", first_token_delay_s=3.0)
+    config = make_config(tmp_path, control.url, treatment.url, auto_promote=False, breaker={"failures": 100, "reset_s": 60},
+                         timeouts={"connect_s": 1, "read_s": 0.3, "webhook_s": 1})
+    users = [u for u in USERS[:40] if assign(config.experiment, u, 0.5) == "treatment"][:3]
+    with GatewayServer(config) as gw:
+        for user in users:
+            response = chat(gw.url, user, stream=True)
+            assert response.status_code == 200 and response.headers["x-quantship-variant"] == "control"
+            assert response.headers["x-quantship-failover"] == "treatment_failed"
+            assert response.text.endswith("data: [DONE]\n\n") and '"error"' not in response.text
+        assert gw.admin("status")["counters"]["failovers.treatment_failed"] == len(users) == 3

@@ -43,7 +43,10 @@ def register(app: typer.Typer) -> None:
         if cfg.admin_token() is None:
             typer.secho(f"warning: ${cfg.admin_token_env} is not set: the admin API is disabled", err=True, fg="yellow")
         typer.echo(f"rollout gateway for experiment {cfg.experiment!r} on http://{cfg.host}:{cfg.port}", err=True)
-        uvicorn.run(build_app(cfg), host=cfg.host, port=cfg.port, log_level="warning", timeout_graceful_shutdown=5)
+        uvicorn.run(
+            build_app(cfg), host=cfg.host, port=cfg.port, log_level="warning", timeout_graceful_shutdown=5,
+            timeout_keep_alive=int(cfg.timeouts.client_keep_alive_s),
+        )
 
     def _admin(action: str, help_text: str, reason: bool) -> None:
         from quantship.rollout.admin import call

@@ -79,6 +79,9 @@ class Timeouts(_Strict):
     connect_s: float = Field(2.0, gt=0)
     read_s: float = Field(60.0, gt=0, description="longest silence allowed between bytes")
     webhook_s: float = Field(5.0, gt=0)
+    # Idle keep-alive towards clients; above load balancers' idle timeouts (60 s on AWS ALB),
+    # so the gateway never closes a connection a balancer is about to reuse.
+    client_keep_alive_s: float = Field(75.0, gt=0)
 
 
 class RolloutConfig(_Strict):

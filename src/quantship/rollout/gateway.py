@@ -18,7 +18,7 @@ import os
 import random
 import time
 from collections.abc import AsyncIterator
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import anyio
@@ -60,6 +60,16 @@ class BackendFailed(Exception):
     """The backend errored (5xx), timed out or refused the connection."""
 
 
+@dataclass
+class Upstream:
+    """A backend response whose first body bytes already arrived (streamed) or whole body (not)."""
+
+    response: httpx.Response
+    first: bytes
+    chunks: AsyncIterator[bytes] | None
+    reader: CompletionReader  # already fed with `first`
+
+
 class Gateway:
     def __init__(self, config: RolloutConfig, store: Store | None = None):
         self.config = config
@@ -78,14 +88,15 @@ class Gateway:
     async def lifespan(self, app: Starlette) -> AsyncIterator[None]:
         timeouts = self.config.timeouts
         timeout = httpx.Timeout(connect=timeouts.connect_s, read=timeouts.read_s, write=timeouts.read_s, pool=timeouts.connect_s)
-        limits = httpx.Limits(max_connections=1024, max_keepalive_connections=256)
+        limits = httpx.Limits(max_connections=1024, max_keepalive_connections=256, keepalive_expiry=2.0)  # under servers' 5 s
         for variant, backend in self.backends.items():
             headers = {}
             if backend.api_key_env:
                 key = os.environ.get(backend.api_key_env)
                 if key:
                     headers["authorization"] = f"Bearer {key}"
-            self.clients[variant] = httpx.AsyncClient(base_url=backend.url, timeout=timeout, limits=limits, headers=headers)
+            transport = httpx.AsyncHTTPTransport(retries=1, limits=limits)  # retries connect errors only
+            self.clients[variant] = httpx.AsyncClient(base_url=backend.url, timeout=timeout, headers=headers, transport=transport)
         await self.controller.start()
         self._tasks = [asyncio.create_task(self._check_loop(), name="rollout-checks")]
         if self.config.probes:
@@ -248,15 +259,16 @@ class Gateway:
         if failover:
             headers["x-quantship-failover"] = failover
         extra = {**unkeyed, **({"failovers.circuit_open": 1} if failover == "circuit_open" else {})}
-        if upstream.status_code >= 400:  # a client error the backend reported: pass it on
-            content = await upstream.aread()
-            await upstream.aclose()
+        response = upstream.response
+        if response.status_code >= 400:  # a client error the backend reported: pass it on
+            content = await response.aread()
+            await response.aclose()
             await self.store.record({f"requests.{variant}": 1, f"client_errors.{variant}": 1, **extra}, None)
             self.metrics.requests.labels(variant, endpoint, "client_error").inc()
-            return Response(content, upstream.status_code, headers=headers, media_type=upstream.headers.get("content-type"))
+            return Response(content, response.status_code, headers=headers, media_type=response.headers.get("content-type"))
         if not stream:
             reader = CompletionReader()
-            content = upstream.content
+            content = response.content
             reader.feed_body(content)
             await self._record(variant, endpoint, stage, reader, time.perf_counter() - start, None, extra)
             return Response(content, 200, headers=headers, media_type="application/json")
@@ -266,29 +278,51 @@ class Gateway:
             headers={**headers, "cache-control": "no-cache", "x-accel-buffering": "no"},
         )
 
-    async def _send(self, variant: str, path: str, body: dict[str, Any], stream: bool) -> httpx.Response:
+    async def _send(self, variant: str, path: str, body: dict[str, Any], stream: bool) -> Upstream:
+        """Send and wait for the first body bytes, so that every failure up to there can fail over."""
         payload = {**body, "model": self.backends[variant].model}
         client = self.clients[variant]
-        try:
-            request = client.build_request("POST", path, json=payload)
-            response = await client.send(request, stream=stream)  # non-streamed: body read here, so failover covers it
-        except httpx.HTTPError as error:
-            raise BackendFailed(f"{type(error).__name__}: {error}") from error
+        for attempt in (1, 2):
+            try:
+                request = client.build_request("POST", path, json=payload)
+                response = await client.send(request, stream=stream)  # non-streamed: the whole body is read here
+                break
+            except httpx.RemoteProtocolError as error:  # a keep-alive connection the server had just closed
+                if attempt == 2:
+                    raise BackendFailed(f"{type(error).__name__}: {error}") from error
+            except httpx.HTTPError as error:
+                raise BackendFailed(f"{type(error).__name__}: {error}") from error
         if response.status_code >= 500:
             await response.aclose()
             raise BackendFailed(f"HTTP {response.status_code}")
-        return response
+        if not stream or response.status_code >= 400:
+            return Upstream(response, b"", None, CompletionReader())
+        chunks = response.aiter_raw()
+        reader = CompletionReader()
+        prefix = []
+        try:  # hold only what precedes the first token (e.g. the role chunk), then commit to this backend
+            while not (reader.content_events or reader.finish_reason):
+                chunk = await anext(chunks, None)
+                if chunk is None:
+                    break
+                prefix.append(chunk)
+                reader.feed(chunk)
+        except httpx.HTTPError as error:
+            await response.aclose()
+            raise BackendFailed(f"no first token: {type(error).__name__}: {error}") from error
+        return Upstream(response, b"".join(prefix), chunks, reader)
 
     async def _relay(
-        self, upstream: httpx.Response, variant: str, endpoint: str, stage: int, start: float, extra: dict[str, int]
+        self, upstream: Upstream, variant: str, endpoint: str, stage: int, start: float, extra: dict[str, int]
     ) -> AsyncIterator[bytes]:
         """Forward each chunk as it arrives; observe a copy; record once the stream ends."""
-        reader = CompletionReader()
-        ttft: float | None = None
+        reader = upstream.reader
+        ttft = time.perf_counter() - start if reader.content_events else None
         failed = False
         cancelled = False
         try:
-            async for chunk in upstream.aiter_raw():
+            yield upstream.first
+            async for chunk in upstream.chunks:
                 if reader.feed(chunk) and ttft is None:
                     ttft = time.perf_counter() - start
                 yield chunk
@@ -301,7 +335,7 @@ class Gateway:
             raise
         finally:
             with anyio.CancelScope(shield=True):
-                await upstream.aclose()
+                await upstream.response.aclose()
                 if variant == TREATMENT and failed:
                     self.breaker.failure()
                 latency = time.perf_counter() - start
