@@ -24,6 +24,7 @@ from quantship.quantize.llmc_schemes import NEEDS_CALIBRATION, Plan, build_recip
 from quantship.quantize.spec import VariantSpec
 
 FORMAT = "compressed-tensors"
+_LOG_SWITCH = "LLM_COMPRESSOR_LOG_DISABLED"
 # Stacks that load each scheme as written (vLLM's compressed-tensors integration; transformers
 # decompresses to bf16 on load). vLLM's CPU backend runs the int8 W8A8 and int4/int8 weight-only
 # kernels; FP8 needs a GPU (Hopper/Ada for FP8 matmuls, Ampere through Marlin weight-only).
@@ -44,6 +45,7 @@ class LLMCompressorBackend:
 
     def plan(self, spec: VariantSpec, ctx: QuantizeContext) -> Plan:
         """Every refusal that needs no weights: scheme, options, layers, calibration, disk."""
+        _route_library_logs()
         architecture, columns = model_layers(Path(ctx.checkpoint))
         plan = plan_variant(spec, columns)
         _check_architecture(spec, architecture)
@@ -56,7 +58,6 @@ class LLMCompressorBackend:
         return plan
 
     def quantize(self, spec: VariantSpec, ctx: QuantizeContext, out_dir: Path) -> VariantOutput:
-        import torch
         from llmcompressor import oneshot
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -69,7 +70,7 @@ class LLMCompressorBackend:
             model = AutoModelForCausalLM.from_pretrained(str(ctx.checkpoint), dtype="auto")
             tokenizer = AutoTokenizer.from_pretrained(str(ctx.checkpoint))
         ctx.console.print(f"{spec.name}: llm-compressor {spec.method} {plan.scheme.name}" + (f" over {samples} calibration windows" if samples else ""))
-        with _quiet_library_logs(), _no_pinning_without_accelerator():
+        with _no_pinning_without_accelerator():
             oneshot(
                 model=model,
                 processor=tokenizer,
@@ -183,16 +184,35 @@ def _has_accelerator() -> bool:
     return torch.accelerator.is_available()
 
 
-@contextlib.contextmanager
-def _quiet_library_logs() -> Iterator[None]:
-    """llm-compressor logs every step at INFO; keep warnings and errors on the console."""
-    from llmcompressor.logger import LoggerConfig, configure_logger
+@lru_cache(maxsize=1)
+def _route_library_logs() -> None:
+    """llm-compressor logs every step to stdout; keep only its warnings, on stderr.
 
-    configure_logger(LoggerConfig(console_log_level="WARNING"))
+    stdout stays for the command's own output (the variant folders). Per-layer GPTQ
+    metrics and the expected "No accelerator available" notice on CPU are dropped.
+    Importing llmcompressor installs a stdout sink and logs while importing its
+    modifiers, so the import runs with its logging disabled (its own switch).
+    """
+    import os
+    import sys
+
+    previous = os.environ.get(_LOG_SWITCH)
+    os.environ[_LOG_SWITCH] = "true"
     try:
-        yield
+        import llmcompressor.modifiers.quantization  # noqa: F401
+        from llmcompressor.logger import LoggerConfig, configure_logger
     finally:
-        configure_logger(LoggerConfig())
+        if previous is None:
+            del os.environ[_LOG_SWITCH]
+        else:
+            os.environ[_LOG_SWITCH] = previous
+    from loguru import logger
+
+    def keep(record) -> bool:
+        return record["level"].name != "METRIC" and "No accelerator available" not in record["message"]
+
+    configure_logger(LoggerConfig(console_log_level=None))
+    logger.add(sys.stderr, level="WARNING", format="llm-compressor {level}: {message}", filter=keep)
 
 
 def read_back(folder: Path) -> dict[str, Any]:

@@ -71,6 +71,11 @@ def run_quantize(
     if duplicates:
         raise InputError(f"variant names must be unique, repeated: {', '.join(duplicates)}", "rename the repeated variants")
     checkpoint = baseline_checkpoint(run_dir)
+    if not checkpoint.is_dir():
+        raise InputError(
+            f"the run's baseline checkpoint {checkpoint} no longer exists",
+            f"restore it, or rerun `quantship baseline --model PATH --run-dir {run_dir.root}`",
+        )
     calibration = load_calibration(run_dir) if run_dir.manifest(CALIBRATION_STAGE) is not None else None
     ctx = QuantizeContext(checkpoint=checkpoint, calibration=calibration, run_dir=run_dir, console=console)
     with console.status("hashing the baseline checkpoint"):
