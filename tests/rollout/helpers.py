@@ -55,7 +55,8 @@ class GatewayServer:
         self.gateway = gateway or Gateway(config)
         self.port = free_port()
         self._server = uvicorn.Server(
-            uvicorn.Config(self.gateway.app, host="127.0.0.1", port=self.port, log_level="critical", timeout_graceful_shutdown=1)
+            uvicorn.Config(self.gateway.app, host="127.0.0.1", port=self.port, log_level="critical", timeout_graceful_shutdown=1,
+                           timeout_keep_alive=int(config.timeouts.client_keep_alive_s))
         )
         self._thread = threading.Thread(target=self._server.run, daemon=True)
 

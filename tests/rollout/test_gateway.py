@@ -184,3 +184,15 @@ def test_treatment_stalling_before_its_first_token_fails_over_in_streams(tmp_pat
             assert response.headers["x-quantship-failover"] == "treatment_failed"
             assert response.text.endswith("data: [DONE]\n\n") and '"error"' not in response.text
         assert gw.admin("status")["counters"]["failovers.treatment_failed"] == len(users) == 3
+
+
+def test_client_leaving_mid_stream_is_counted_not_judged(tmp_path, control, treatment):
+    for stub in (control, treatment):
+        stub.set_mode("slow", first_token_delay_s=0.01, token_delay_s=0.2)
+    with GatewayServer(make_config(tmp_path, control.url, treatment.url)) as gw:
+        body = {"model": "smol", "messages": [{"role": "user", "content": "hi"}], "user": "leaver", "stream": True}
+        with httpx.stream("POST", f"{gw.url}/v1/chat/completions", json=body, timeout=10) as response:
+            next(response.iter_raw())
+        status = gw.wait_for(lambda s: s["counters"].get("client_disconnects") == 1)
+        assert not [k for k in status["counters"] if k.startswith("errors.")]
+        assert chat(gw.url, "next-user").status_code == 200

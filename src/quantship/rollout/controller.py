@@ -39,6 +39,7 @@ class Controller:
         self.state: RolloutState | None = None
         self.last_check: CheckResult | None = None
         self.probes: ProbeRound | None = None
+        self.leader = False  # holds the controller lease: runs checks and probes
         self._webhooks: set[asyncio.Task] = set()
 
     async def start(self) -> RolloutState:
@@ -89,7 +90,8 @@ class Controller:
         """One periodic check; only the lease holder decides, the others just refresh."""
         now = time.time() if now is None else now
         await self.refresh()
-        if not await self.store.acquire_lease(self.owner, self.config.lease_s):
+        self.leader = await self.store.acquire_lease(self.owner, self.config.lease_s)
+        if not self.leader:
             return None
         cfg = self.config
         await self.store.prune(now - cfg.window_seconds)

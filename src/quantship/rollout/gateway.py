@@ -123,7 +123,8 @@ class Gateway:
     async def _probe_loop(self) -> None:
         while True:
             try:
-                if self.controller.state is not None and self.controller.state.status != "rolled_back":
+                state = self.controller.state
+                if self.controller.leader and state is not None and state.status != "rolled_back":
                     self.controller.probes = await run_probes(self.config.probes, self.clients, self.backends, self.metrics)
             except Exception:
                 log.exception("known-answer probes failed; retrying at the next interval")
