@@ -39,6 +39,7 @@ def demo_checkpoint():
 def test_vllm_cpu_serves_probes_streams_and_stops_cleanly(demo_checkpoint, tmp_path):
     opts = ServeOptions(port=0, kv_cache_gib=1, max_model_len=2048)
     server = start_server(model=demo_checkpoint, stack="vllm-cpu", options=opts, run_dir=tmp_path)
+    group = _group_members(server.pid)
     try:
         record = json.loads(server.record_path.read_text())
         assert record["status"] == "ready"
@@ -79,7 +80,6 @@ def test_vllm_cpu_serves_probes_streams_and_stops_cleanly(demo_checkpoint, tmp_p
                     pieces.append(json.loads(line[6:])["choices"][0]["text"])
         assert done and len(pieces) > 1 and "Paris" in "".join(pieces)
 
-        group = _group_members(server.pid)
         assert len(group) >= 2  # API server + engine core at least
     finally:
         server.stop()
