@@ -115,3 +115,32 @@ def test_cli_serves_gguf_with_llama_server_and_ctrl_c_stops_everything(demo_gguf
         stop_recorded(tmp_path)  # no-op when the CLI already stopped it
     assert not [p for p in group if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
     assert json.loads(next((tmp_path / "serve").glob("*.json")).read_text())["status"] == "stopped"
+
+
+def test_passing_gguf_variant_of_a_run_directory_is_served_after_full_preflight(demo_gguf, tmp_path):
+    import shutil
+
+    from quantship.rundir import RunDir
+    from quantship.serve import start_server
+    from quantship.serve.launch import ServeOptions
+
+    run_dir = tmp_path / "run"
+    with RunDir(run_dir).stage("variants/q4", {"method": "gguf", "scheme": "Q4_1"}, {}) as stage:
+        shutil.copyfile(demo_gguf, stage.path("model.gguf"))
+        stage.extra["format"] = "gguf"
+    (run_dir / "validation").mkdir()
+    (run_dir / "validation" / "q4.json").write_text(json.dumps({"passed": True}))
+
+    with start_server(run_dir=run_dir, variant="q4", options=ServeOptions(port=0, parallel=1)) as server:
+        record = json.loads(server.record_path.read_text())
+        checks = {c["name"]: c["status"] for c in record["preflight"]}
+        assert checks == {
+            "verdict": "ok",
+            "port": "ok",
+            "disk": "ok",
+            "compatibility": "skipped",
+            "memory": "ok",
+            "hashes": "ok",
+        }
+        assert server.served_model_name == "q4" and record["probe"]["passed"] and not record["forced"]
+    assert json.loads(server.record_path.read_text())["status"] == "stopped"
