@@ -8,9 +8,8 @@ and probes memory read bandwidth before the servers start. Decode tokens/s is
 token. Writes JSON (default benchmarks/results/serving.json) and prints a summary.
 No assertions: figures only.
 
-Default models, both on llama.cpp: the demo model converted to a BF16 GGUF with
-llama.cpp's own converter (cached next to the demo checkpoint) and the demo's 4-bit
-Q4_1 GGUF. Any two models that the same stack serves can be passed instead:
+Default models, both on llama.cpp: the demo's 4-bit Q4_1 GGUF and the same weights
+widened to a BF16 GGUF by llama-quantize (cached next to the demo checkpoint). Any two models that the same stack serves can be passed instead:
 
     python benchmarks/serving.py [--baseline PATH --variant PATH] [--requests 12] [--max-tokens 128]
 """
@@ -34,17 +33,25 @@ from quantship.bench.runner import run_bench  # noqa: E402
 from quantship.rundir import atomic_write_json  # noqa: E402
 
 
-def bf16_gguf(checkpoint: Path) -> Path:
-    """The demo checkpoint as a BF16 GGUF, made once by llama.cpp's converter."""
+def bf16_gguf(q4_gguf: Path, cache: Path) -> Path:
+    """The demo model as a BF16 GGUF, made once with `llama-quantize --allow-requantize`.
+
+    The demo checkpoint is the exact dequantization of this Q4_1 file, so widening
+    the file itself gives the same weights with the GGUF's own tokenizer metadata.
+    (llama.cpp's HF converter reads the rebuilt tokenizer.json as SentencePiece and
+    writes a GGUF that llama-server cannot tokenize with; see docs/bench.md.)
+    """
     from quantship.envs import llamacpp
 
-    out = checkpoint.parent / f"{checkpoint.name}.BF16.gguf"
+    out = cache / f"{q4_gguf.stem.rsplit('.', 1)[0]}.BF16.gguf"
     if out.exists():
         return out
-    toolchain = llamacpp.load()
     tmp = out.with_name(f".{out.name}.tmp")
-    argv = [sys.executable, str(toolchain.converter), str(checkpoint), "--outtype", "bf16", "--outfile", str(tmp)]
-    subprocess.run(argv, env=toolchain.converter_env(), check=True, stdout=subprocess.DEVNULL)
+    argv = [str(llamacpp.load().llama_quantize), "--allow-requantize", str(q4_gguf), str(tmp), "BF16"]
+    done = subprocess.run(argv, capture_output=True, text=True)
+    if done.returncode != 0:
+        tmp.unlink(missing_ok=True)
+        raise SystemExit(f"llama-quantize failed ({done.returncode}): {done.stderr[-2000:]}")
     os.replace(tmp, out)
     return out
 
@@ -52,7 +59,8 @@ def bf16_gguf(checkpoint: Path) -> Path:
 def default_models() -> tuple[Path, Path]:
     from quantship.models.demo import locate_demo_gguf, materialise_demo_model
 
-    return bf16_gguf(materialise_demo_model()), locate_demo_gguf()
+    q4 = locate_demo_gguf()
+    return bf16_gguf(q4, materialise_demo_model().parent), q4
 
 
 def stack_of(model: Path) -> str:
