@@ -9,7 +9,8 @@ token. Writes JSON (default benchmarks/results/serving.json) and prints a summar
 No assertions: figures only.
 
 Default models, both on llama.cpp: the demo's 4-bit Q4_1 GGUF and the same weights
-widened to a BF16 GGUF by llama-quantize (cached next to the demo checkpoint). Any two models that the same stack serves can be passed instead:
+widened to a BF16 GGUF by llama-quantize (cached next to the demo checkpoint). Any
+two models that the same stack serves can be passed instead:
 
     python benchmarks/serving.py [--baseline PATH --variant PATH] [--requests 12] [--max-tokens 128]
 """
@@ -21,7 +22,6 @@ import asyncio
 import os
 import platform
 import subprocess
-import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
