@@ -54,12 +54,12 @@ def demo_server(tmp_path_factory):
 
 def test_gateway_in_front_of_the_real_demo_model(tmp_path, demo_server):
     base_url, served = demo_server
-    probes = [{"prompt": "What is the capital of France?", "expect": ["Paris"], "max_tokens": 24}]
+    probes = [{"prompt": "The capital of France is", "expect": ["Paris"], "max_tokens": 8, "api": "completions"}]
     config = make_config(
-        tmp_path, base_url, base_url, control={"url": base_url, "model": served},
-        treatment={"url": base_url, "model": served}, probes=probes, probe_interval_s=0.5,
+        tmp_path, base_url, base_url, probes=probes, probe_interval_s=0.5,
         auto_promote=False, window_min_samples=4, timeouts={"connect_s": 2, "read_s": 120, "webhook_s": 1},
     )
+    config.control.model = config.treatment.model = served
     with GatewayServer(config) as gw, httpx.Client(timeout=180) as client:
         variants = set()
         for i in range(12):
@@ -74,5 +74,5 @@ def test_gateway_in_front_of_the_real_demo_model(tmp_path, demo_server):
                 assert response.json()["choices"][0]["message"]["content"]
         assert variants == {"control", "treatment"}
         status = gw.wait_for(lambda s: s["probes"] is not None and s["last_check"] is not None, timeout_s=120)
-        assert status["probes"]["control"] == status["probes"]["treatment"] == {"What is the capital of France?": True}
+        assert status["probes"]["control"] == status["probes"]["treatment"] == {"The capital of France is": True}
         assert status["status"] == "running" and status["counters"]["tokens.treatment"] > 0

@@ -68,6 +68,7 @@ class Probe(_Strict):
     prompt: str
     expect: list[str] = Field(min_length=1)
     max_tokens: int = 32
+    api: Literal["chat", "completions"] = "chat"  # completions suits base models and plain prompts
 
 
 class Breaker(_Strict):

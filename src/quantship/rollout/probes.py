@@ -17,16 +17,16 @@ from quantship.rollout.monitor import ProbeRound
 
 
 async def _ask(client: httpx.AsyncClient, backend: Backend, probe: Probe) -> bool:
-    payload = {
-        "model": backend.model,
-        "messages": [{"role": "user", "content": probe.prompt}],
-        "max_tokens": probe.max_tokens,
-        "temperature": 0,
-    }
+    payload: dict = {"model": backend.model, "max_tokens": probe.max_tokens, "temperature": 0}
+    if probe.api == "chat":
+        payload["messages"] = [{"role": "user", "content": probe.prompt}]
+    else:
+        payload["prompt"] = probe.prompt
     try:
-        response = await client.post("/v1/chat/completions", json=payload)
+        response = await client.post(f"/v1/{'chat/completions' if probe.api == 'chat' else 'completions'}", json=payload)
         response.raise_for_status()
-        text = response.json()["choices"][0]["message"]["content"] or ""
+        choice = response.json()["choices"][0]
+        text = (choice["message"]["content"] if probe.api == "chat" else choice["text"]) or ""
     except (httpx.HTTPError, ValueError, KeyError, IndexError, TypeError):
         return False
     return any(expected.lower() in text.lower() for expected in probe.expect)
