@@ -2,7 +2,7 @@
 
 llama.cpp's converter reads plain float checkpoints only, so the source variant
 (GPTQ/AWQ/RTN from llm-compressor) is first decompressed by transformers'
-compressed-tensors integration (`run_compressed=False`) and saved as a bf16
+compressed-tensors integration (`dequantize=True`) and saved as a bf16
 checkpoint without `quantization_config`; its weights keep the source's grid, and
 the GGUF quantizer then re-quantizes them. The chain is recorded as lineage.
 """
@@ -38,7 +38,7 @@ def convert_variant(spec: VariantSpec, ctx: QuantizeContext, out_dir: Path) -> V
             "source_quantization": _quantization_summary(folder),
             "steps": [
                 f"variants/{spec.source}: compressed-tensors checkpoint",
-                "dequantized to bf16 with transformers (CompressedTensorsConfig(run_compressed=False))",
+                "dequantized to bf16 with transformers (CompressedTensorsConfig(dequantize=True))",
                 "converted to GGUF with llama.cpp convert_hf_to_gguf.py",
                 f"quantized to {spec.scheme} with llama-quantize",
             ],
@@ -72,7 +72,7 @@ def dequantize_checkpoint(source: Path, target: Path) -> None:
     from transformers import AutoConfig, AutoModelForCausalLM, CompressedTensorsConfig
 
     model = AutoModelForCausalLM.from_pretrained(
-        source, quantization_config=CompressedTensorsConfig(run_compressed=False), dtype=torch.bfloat16
+        source, quantization_config=CompressedTensorsConfig(dequantize=True), dtype=torch.bfloat16
     )
     config = AutoConfig.from_pretrained(source)
     del config.quantization_config
@@ -91,7 +91,7 @@ def dequantize_checkpoint(source: Path, target: Path) -> None:
         save_file({name: state[name] for name in names}, target / filename, metadata={"format": "pt"})
     if split.is_sharded:
         atomic_write_json(target / "model.safetensors.index.json", {"metadata": split.metadata, "weight_map": split.tensor_to_filename})
-    config.torch_dtype = "bfloat16"
+    config.dtype = torch.bfloat16
     config.save_pretrained(target)
     for extra in source.iterdir():
         if extra.is_file() and extra.suffix != ".safetensors" and extra.name not in _NOT_COPIED:

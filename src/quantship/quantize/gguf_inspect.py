@@ -24,6 +24,7 @@ class GGUFSummary:
     tensor_shapes: dict[str, list[int]]  # GGUF order: ne[0] (row length) first
     total_bytes: int
     total_elements: int
+    vocab: dict[str, str | None]  # tokenizer.ggml.model / .pre: what llama.cpp tokenizes with
 
     @property
     def tensor_count(self) -> int:
@@ -56,7 +57,8 @@ def read_summary(path: Path) -> GGUFSummary:
         shapes[tensor.name] = [int(x) for x in tensor.shape]
         total_bytes += int(tensor.n_bytes)
         total_elements += int(tensor.n_elements)
-    return GGUFSummary(architecture, block_count, types, shapes, total_bytes, total_elements)
+    vocab = {"model": _field(reader, "tokenizer.ggml.model"), "pre": _field(reader, "tokenizer.ggml.pre")}
+    return GGUFSummary(architecture, block_count, types, shapes, total_bytes, total_elements, vocab)
 
 
 def _field(reader: GGUFReader, key: str):

@@ -34,6 +34,7 @@ from quantship.quantize.gguf_names import (
     tensor_type_rules,
     ties_embeddings,
 )
+from quantship.quantize.gguf_tokcheck import check_tokenizer
 from quantship.quantize.gguf_tools import IMATRIX_STEP, QUANTIZE_STEP, run_tool
 from quantship.quantize.gguf_types import FLOAT_TYPES, SCHEMES, GGUFScheme, scheme_for
 from quantship.quantize.spec import VariantSpec
@@ -110,6 +111,7 @@ def produce_gguf(
             env=toolchain.converter_env(),
         )
         source = read_summary(float_file)
+        tokenizer_check = check_tokenizer(float_file, checkpoint, source.vocab)
         details: dict[str, Any] = {
             "gguf_file": GGUF_FILE,
             "scheme": scheme.name,
@@ -121,6 +123,7 @@ def produce_gguf(
             },
             "reader_gguf": installed_gguf_version(),
             "llama_cpp": {"llama_cpp_python": toolchain.version, "build": toolchain.llama_cpp_build},
+            "tokenizer_check": tokenizer_check,
             "imatrix": None,
             "overrides": [],
             "fallbacks": [],

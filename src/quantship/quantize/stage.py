@@ -104,7 +104,7 @@ def run_quantize(
                 continue
         results[spec.name] = _produce(spec, ctx, checkpoint_hashes, force, keep_going)
     ordered = [results[n] for n in names]
-    console.print(summary_table(ordered))
+    print_summary(ordered, console)
     return ordered
 
 
@@ -216,22 +216,28 @@ def result_from_manifest(spec: VariantSpec, status: str, manifest: dict[str, Any
 
 
 def summary_table(results: list[VariantResult]) -> Table:
+    """One row per variant; the reasons for refused/failed ones are printed under it."""
     table = Table(title="quantize")
-    for column in ("variant", "method", "format", "size MB", "bits/weight", "time s", "peak RSS MB", "status"):
-        table.add_column(column, justify="right" if column.endswith(("MB", "weight", " s")) else "left")
+    for column in ("variant", "format", "size MB", "bits/w", "time s", "RSS MB", "status"):
+        table.add_column(column, justify="right" if column.endswith(("MB", "/w", " s")) else "left", no_wrap=True)
     for r in results:
-        status = {"done": "[green]done[/]", "skipped": "unchanged"}.get(r.status, f"[red]{r.status}[/]: {r.error}")
         table.add_row(
             r.name,
-            r.method,
             r.format or "-",
             f"{r.size_bytes / 1e6:.1f}" if r.size_bytes is not None else "-",
             f"{r.bits_per_weight:.3f}" if r.bits_per_weight is not None else "-",
             f"{r.wall_time_s:.1f}" if r.wall_time_s is not None else "-",
             f"{r.peak_rss_bytes / 1e6:.0f}" if r.peak_rss_bytes is not None else "-",
-            status,
+            {"done": "[green]done[/]", "skipped": "unchanged"}.get(r.status, f"[red]{r.status}[/]"),
         )
     return table
+
+
+def print_summary(results: list[VariantResult], console: Console) -> None:
+    console.print(summary_table(results))
+    for r in results:
+        if not r.ok:
+            console.print(f"[red]{r.name}: {r.status}[/]: {r.error}")
 
 
 # ---- measured bits per weight, shared by the safetensors formats ----
