@@ -8,7 +8,10 @@ from quantship.errors import InputError
 from quantship.plan.hardware import HardwareProfile, load_hardware
 from quantship.plan.matrix import load_matrix, resolve_format, resolve_stack, support
 
-CPU = HardwareProfile(id="cpu", name="test cpu", kind="cpu", memory_bytes=32 << 30, arch="x86_64")
+# An AVX-512 host, like the one the issue measured vLLM CPU on.
+CPU = HardwareProfile(
+    id="cpu", name="test cpu", kind="cpu", memory_bytes=32 << 30, arch="x86_64", cpu_flags=("avx2", "avx512f")
+)
 T4 = HardwareProfile(id="t4", name="T4", kind="gpu", memory_bytes=16 << 30, compute_capability=7.5)
 
 
@@ -92,3 +95,10 @@ def test_aliases_and_unknown_names():
         resolve_format("int3")
     with pytest.raises(InputError, match="unknown serving stack"):
         resolve_stack("tgi")
+
+
+def test_w4a16_on_vllm_cpu_needs_avx512():
+    avx2_only = CPU.model_copy(update={"cpu_flags": ("avx2",)})
+    cell = support("w4a16", "vllm", avx2_only)
+    assert cell.status == "refused" and "cpu_gemm_wna16" in cell.reason and "lacks avx512f" in cell.reason
+    assert support("w8a8-int8", "vllm", avx2_only).status == "ok"

@@ -14,7 +14,8 @@ from quantship.plan.variant import VariantInfo
 GIB = 1 << 30
 H100_BYTES = 81559 * (1 << 20)
 CPU = HardwareProfile(
-    id="cpu", name="test cpu", kind="cpu", memory_bytes=24 * GIB, arch="x86_64", bandwidth_gbs=10.0
+    id="cpu", name="test cpu", kind="cpu", memory_bytes=24 * GIB, arch="x86_64", bandwidth_gbs=10.0,
+    cpu_flags=("avx2", "avx512f"),
 )
 
 

@@ -67,7 +67,7 @@ def test_tampered_variant_is_refused(tmp_path):
     folder = make_variant(tmp_path / "run", "w4", quant=W8A8_INT8)
     with open(folder / "model.safetensors", "ab") as handle:
         handle.write(b"x")
-    run = quantship("serve", "--run-dir", "run", "--variant", "w4", cwd=tmp_path, home=tmp_path / "h")
+    run = quantship("serve", "--run-dir", "run", "--variant", "w4", "--port", "0", cwd=tmp_path, home=tmp_path / "h")
     assert run.returncode == 2 and "does not match its manifest" in run.stderr
 
 

