@@ -30,7 +30,8 @@ def test_default_group_size_128_is_refused_on_576_wide_layers_with_the_fix():
 
 
 def test_auto_picks_the_largest_kernel_size_that_divides_every_quantized_layer():
-    assert plan_variant(spec(group_size="auto"), DEMO).group_size == 64
+    plan = plan_variant(spec(group_size="auto"), DEMO)
+    assert plan.group_size == 64 and plan.notes == ["group_size auto picked 64: 128 does not divide every quantized layer"]
     assert auto_group_size("v", {"a": 1536, "b": 2048}) == 128
     assert auto_group_size("v", {"a": 96, "b": 1536}) == 32
     with pytest.raises(InputError, match="no kernel group size"):

@@ -104,6 +104,9 @@ def plan_variant(spec: VariantSpec, linear_columns: dict[str, int]) -> Plan:
     if not main:
         raise InputError(f"variant {spec.name!r}: the overrides keep every layer out of {scheme.name}", "narrow the override patterns")
     group_size = _group_size(spec, scheme, {n: linear_columns[n] for n in [*main, *eight]})
+    notes = []
+    if spec.group_size == "auto" and group_size != DEFAULT_GROUP_SIZE:
+        notes.append(f"group_size auto picked {group_size}: {DEFAULT_GROUP_SIZE} does not divide every quantized layer")
     return Plan(
         method=spec.method,
         scheme=scheme,
@@ -115,6 +118,7 @@ def plan_variant(spec: VariantSpec, linear_columns: dict[str, int]) -> Plan:
         kept_bf16=sorted(bf16),
         kept_8bit=sorted(eight),
         main_modules=main,
+        notes=notes,
     )
 
 

@@ -27,7 +27,7 @@ from quantship.models.checkpoint import checkpoint_files
 from quantship.quantize.base import QuantizeContext
 from quantship.quantize.registry import backend_for
 from quantship.quantize.spec import VariantSpec
-from quantship.rundir import MANIFEST, RunDir, stage_fingerprint
+from quantship.rundir import RunDir, stage_fingerprint
 from quantship.stages.baseline import baseline_checkpoint
 
 CALIBRATED_METHODS = frozenset({"gptq", "awq", "smoothquant-gptq", "fp8-static"})
@@ -320,11 +320,3 @@ def safetensors_storage(folder: Path) -> Storage:
         else:
             logical[key] = math.prod(shape)
     return Storage(dtypes=dtypes, nbytes=nbytes, logical=logical, quantized_modules=sorted(quantized))
-
-
-def variant_folder(run_dir: RunDir, name: str) -> Path:
-    """A completed variant's folder, or a one-line error naming the fix."""
-    folder = run_dir.stage_dir(variant_stage(name))
-    if not (folder / MANIFEST).exists():
-        raise InputError(f"variant {name!r} does not exist in {run_dir.root}", f"run `quantship quantize --run-dir {run_dir.root}` for it first")
-    return folder
