@@ -78,6 +78,7 @@ def test_q8_0_is_all_q8_0_and_says_berlin(ctx):
     assert 8.5 < output.bits_per_weight < 8.6
     assert output.format == "gguf" and output.serving_stacks == ["llama.cpp"]
     assert sorted(p.name for p in out_dir.iterdir()) == ["logs", "model.gguf"]
+    assert output.details["tokenizer_check"]["matches"] is True
     assert greedy(path).startswith(" Berlin")
 
 
@@ -148,3 +149,22 @@ def test_convert_a_compressed_tensors_variant_to_gguf_with_lineage(ctx):
     print(f"\nconvert w4g64 -> Q8_0 greedy continuation: {text!r}")
     assert text.strip()
     json.dumps(output.details)  # the manifest must be able to hold it
+
+
+def test_a_tokenizer_llama_cpp_would_misread_is_refused(ctx, tmp_path):
+    """A byte-level BPE tokenizer.json with byte_fallback and a SentencePiece-style decoder
+    makes the converter write a "llama" vocabulary that llama.cpp cannot tokenize with."""
+    from quantship.quantize.gguf_tokcheck import TokenizerMismatch
+
+    misleading = tmp_path / "misleading"
+    misleading.mkdir()
+    for file in ctx.checkpoint.iterdir():
+        (misleading / file.name).symlink_to(file)
+    tokenizer = json.loads((ctx.checkpoint / "tokenizer.json").read_text(encoding="utf-8"))
+    tokenizer["model"]["byte_fallback"] = True
+    tokenizer["decoder"] = {"type": "Sequence", "decoders": [{"type": "ByteFallback"}, {"type": "Fuse"}]}
+    (misleading / "tokenizer.json").unlink()
+    (misleading / "tokenizer.json").write_text(json.dumps(tokenizer), encoding="utf-8")
+    misled = QuantizeContext(misleading, None, ctx.run_dir, ctx.console)
+    with pytest.raises(TokenizerMismatch, match="vocabulary type 'llama'"):
+        produce(misled, name="misled", method="gguf", scheme="Q8_0")
