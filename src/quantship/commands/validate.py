@@ -21,17 +21,21 @@ def register(app: typer.Typer) -> None:
         min_top1: float = typer.Option(None, "--min-top1-agreement", help="Fail below this same-top-token rate (default 0.90)."),
         long_window: int = typer.Option(2048, "--long-window", help="Longest window for the long-context slice (capped by the model)."),
         long_windows: int = typer.Option(2, "--long-windows", help="Number of long windows."),
+        recover: bool = typer.Option(False, "--recover", help="For failing llm-compressor variants: keep the most sensitive blocks at 8-bit, requantize, revalidate."),
+        max_bits_per_weight: float = typer.Option(8.0, "--max-bits-per-weight", help="--recover stops before a variant exceeds this size."),
+        blocks_per_step: int = typer.Option(2, "--blocks-per-step", help="--recover: blocks moved to higher precision per step."),
         select: str = typer.Option(None, "--select", help="Write validation/selected.json by this policy: smallest-passing."),
         force: bool = typer.Option(False, "--force", help="Re-measure even if variant, baseline and thresholds are unchanged."),
     ) -> None:
         """Run every quality check on each variant; exit 0 only when all of them pass."""
         from quantship.errors import GateFailed, InputError
         from quantship.progress import stderr_console
-        from quantship.rundir import RunDir
+        from quantship.rundir import RunDir, read_json
         from quantship.validate.baseline_data import load_baseline
         from quantship.validate.gate import Thresholds
+        from quantship.validate.recover import RecoverOptions, recover_variant
         from quantship.validate.report import write_report
-        from quantship.validate.run import ValidateOptions, validate_variant
+        from quantship.validate.run import ValidateOptions, validate_variant, validation_path
         from quantship.validate.select import POLICIES, select_variant
 
         if select is not None and select not in POLICIES:
@@ -49,6 +53,15 @@ def register(app: typer.Typer) -> None:
         console = stderr_console()
         options = ValidateOptions(long_window=long_window, long_windows=long_windows)
         results = [validate_variant(run, v, baseline, thresholds, options, console, force=force) for v in names]
+        recovered: dict[str, str] = {}
+        if recover:
+            settings = RecoverOptions(max_bits_per_weight=max_bits_per_weight, blocks_per_step=max(1, blocks_per_step))
+            for r in [r for r in results if not r["passed"]]:
+                record = recover_variant(run, r["variant"], baseline, thresholds, options, settings, console)
+                typer.echo(f"recover {r['variant']}: {record['outcome']}")
+                if record["recovered"]:
+                    recovered[r["variant"]] = record["recovered"]
+                    results.append(read_json(validation_path(run, record["recovered"])))
         for r in results:
             verdict = "PASS" if r["passed"] else "FAIL " + ", ".join(r["failed_checks"])
             typer.echo(f"{r['variant']}: {verdict}  ({_summary(r)})")
@@ -57,12 +70,17 @@ def register(app: typer.Typer) -> None:
         if select is not None:
             chosen = select_variant(run, results, select)
             typer.echo(f"selected: {chosen['selected']} ({chosen['reason']})")
-        failed = [r for r in results if not r["passed"]]
+        failed = [r for r in results if not r["passed"] and r["variant"] not in recovered and not _is_step(r["variant"], recovered)]
         if failed:
             raise GateFailed(
                 "gate failed: " + "; ".join(f"{r['variant']} ({', '.join(r['failed_checks'])})" for r in failed),
                 f"see {run.root / 'validation'} and {report}",
             )
+
+
+def _is_step(variant: str, recovered: dict[str, str]) -> bool:
+    """An intermediate --recover step of a variant that was recovered later."""
+    return any(variant.startswith(f"{source}-mp") for source in recovered)
 
 
 def _all_variants(run) -> list[str]:

@@ -12,7 +12,7 @@ from quantship.validate.charts import kl_histogram_chart, sensitivity_chart, siz
 from quantship.validate.select import SELECTED
 
 REPORT = "report.html"
-NOT_VERDICTS = {SELECTED, "baseline-long.json"}
+NOT_VERDICTS = {SELECTED, "baseline-long.json"}  # *.recovery.json lack "checks" and are skipped too
 _CSS = """body{font-family:sans-serif;margin:2em;max-width:1100px}table{border-collapse:collapse;margin:1em 0}
 td,th{border:1px solid #ccc;padding:4px 8px;font-size:13px;vertical-align:top}.pass{background:#d9f2d9}.fail{background:#f7d4d4}
 .caveat{background:#fff3cd;padding:.8em;border:1px solid #e0c060}pre{white-space:pre-wrap;margin:0;font-size:12px}"""
@@ -27,6 +27,24 @@ def load_results(run_dir: RunDir) -> list[dict[str, Any]]:
             if isinstance(data, dict) and "checks" in data:
                 results.append(data)
     return results
+
+
+def load_recoveries(run_dir: RunDir) -> list[dict[str, Any]]:
+    folder = run_dir.root / "validation"
+    return [read_json(p) for p in sorted(folder.glob("*.recovery.json"))] if folder.is_dir() else []
+
+
+def _recovery_table(record: dict[str, Any]) -> str:
+    rows = "".join(
+        f"<tr><td>{_esc(s['variant'])}</td><td>{len(s['kept_blocks'])}</td><td>{_fmt(s.get('bits_per_weight'))}</td>"
+        f"<td>{'PASS' if s.get('passed') else 'over budget' if s.get('over_budget') else 'FAIL ' + _esc(', '.join(s.get('failed_checks') or [s.get('error') or '']))}</td></tr>"
+        for s in record["steps"]
+    )
+    return (
+        f'<p><b>--recover {_esc(record["variant"])}</b> (budget {_fmt(record["budget_bits_per_weight"])} bits/weight, '
+        f'blocks kept at {_esc(record["precision"])}): {_esc(record["outcome"])}</p>'
+        f'<table class="recovery"><tr><th>step variant</th><th>blocks kept</th><th>bits/weight</th><th>verdict</th></tr>{rows}</table>'
+    )
 
 
 def _esc(value: Any) -> str:
@@ -100,10 +118,10 @@ def write_report(run_dir: RunDir) -> Path:
         sel = read_json(selected_path)
         selected = f"<p id=\"selected\"><b>Selected ({_esc(sel['policy'])}):</b> {_esc(sel['selected'])} — {_esc(sel['reason'])}</p>"
     sensitivity = ""
-    for r in results:
-        layers = (r.get("sensitivity") or {}).get("layers")
-        if layers:
-            sensitivity += _img(sensitivity_chart(layers, f"{r['variant']}: per-layer sensitivity"), f"sensitivity of {r['variant']}")
+    for record in load_recoveries(run_dir):
+        layers = record["sensitivity"]["layers"]
+        sensitivity += _img(sensitivity_chart(layers, f"{record['variant']}: per-block sensitivity"), f"sensitivity of {record['variant']}")
+        sensitivity += _recovery_table(record)
     page = f"""<!doctype html><html><head><meta charset="utf-8"><title>quantship validation: {_esc(run_dir.root.name)}</title>
 <style>{_CSS}</style></head><body><h1>quantship validation — {_esc(run_dir.root.name)}</h1>
 {_caveat(run_dir)}{selected}
