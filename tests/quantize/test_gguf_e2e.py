@@ -65,7 +65,8 @@ def greedy(path, max_tokens: int = 4) -> str:
 
 
 def test_q8_0_is_all_q8_0_and_says_berlin(ctx):
-    out_dir, output = produce(ctx, name="q8", method="gguf", scheme="Q8_0")
+    # `quantize --imatrix` applies to every GGUF variant; Q8_0 ignores it, with a warning.
+    out_dir, output = produce(ctx, name="q8", method="gguf", scheme="Q8_0", imatrix=True)
     path = out_dir / "model.gguf"
     types = file_types(path)
     assert len(types) == DEMO_TENSORS == output.details["tensor_count"]
@@ -73,7 +74,8 @@ def test_q8_0_is_all_q8_0_and_says_berlin(ctx):
     matrices = [n for n, t in types.items() if not n.endswith("norm.weight")]
     assert {types[n] for n in matrices} == {"Q8_0"}
     assert {t for n, t in types.items() if n.endswith("norm.weight")} == {"F32"}
-    assert output.details["fallbacks"] == [] and output.warnings == []
+    assert output.details["fallbacks"] == [] and output.details["imatrix"] is None
+    assert output.warnings == ["Q8_0 does not use an importance matrix: imatrix was not computed"]
     # Q8_0 is 8.5 bits per weight; the F32 norms add a little.
     assert 8.5 < output.bits_per_weight < 8.6
     assert output.format == "gguf" and output.serving_stacks == ["llama.cpp"]

@@ -152,7 +152,6 @@ def _context(tmp_path: Path, calibration=None) -> QuantizeContext:
         (dict(scheme=None), "unknown GGUF scheme None"),
         (dict(scheme="Q4_K_M", group_size=128), "group_size do not apply to GGUF"),
         (dict(scheme="Q4_0", symmetric=False, act_order=True), "symmetric, act_order do not apply"),
-        (dict(scheme="Q8_0", imatrix=True), "ignores an imatrix for Q8_0"),
         (dict(scheme="Q4_K_M", imatrix=True), "no calibration data"),
         (dict(scheme="BF16", overrides=[{"pattern": "lm_head"}]), "BF16 is unquantized"),
         (dict(scheme="Q8_0", source="w4a16"), "`source` is only for method convert"),

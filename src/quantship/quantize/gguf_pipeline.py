@@ -64,9 +64,7 @@ def check_request(spec: VariantSpec, ctx: QuantizeContext, checkpoint: Path, ext
             f"variant {spec.name!r}: {', '.join(ignored)} do not apply to GGUF (each type fixes its block size and grid)",
             f"remove {', '.join(ignored)} from the variant",
         )
-    if spec.imatrix and not scheme.uses_imatrix:
-        raise InputError(f"variant {spec.name!r}: llama.cpp ignores an imatrix for {scheme.name}", "set imatrix: false")
-    if spec.imatrix and ctx.calibration is None:
+    if spec.imatrix and scheme.uses_imatrix and ctx.calibration is None:
         raise InputError(
             f"variant {spec.name!r} asks for an imatrix but the run has no calibration data",
             f"run `quantship calibrate --run-dir {ctx.run_dir.root}` first, or set imatrix: false",
@@ -129,6 +127,8 @@ def produce_gguf(
             "fallbacks": [],
         }
         warnings: list[str] = []
+        if spec.imatrix and not scheme.uses_imatrix:
+            warnings.append(f"{scheme.name} does not use an importance matrix: imatrix was not computed")
         if scheme.quantized:
             _quantize(spec, ctx, scheme, toolchain, checkpoint, source, float_file, target, work, logs, details)
             warnings += _fallback_warnings(details["fallbacks"], scheme, source.tensor_count)
@@ -168,7 +168,7 @@ def _quantize(
 ) -> None:
     threads = str(os.cpu_count() or 1)
     argv = [str(toolchain.llama_quantize)]
-    if spec.imatrix:
+    if spec.imatrix and scheme.uses_imatrix:
         details["imatrix"] = _imatrix(spec, ctx, toolchain, float_file, target.parent / IMATRIX_FILE, logs, threads)
         argv += ["--imatrix", str(target.parent / IMATRIX_FILE)]
     if spec.overrides:
