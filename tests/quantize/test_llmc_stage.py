@@ -193,3 +193,14 @@ def test_cli_config_file_errors_and_success(tiny_run, monkeypatch, capsys, tmp_p
     assert out.strip() == str(tiny_run.root / "variants" / "w4")
     manifest = read_json(tiny_run.root / "variants" / "w4" / "manifest.json")
     assert manifest["group_size"] == 64 and manifest["details"]["plan"]["modules"]["bf16"][0].startswith("lm_head")
+
+
+def test_cli_flags_apply_only_where_they_mean_something():
+    from quantship.commands.quantize import _specs
+
+    flags = {"group_size": "auto", "keep": ["lm_head"], "keep_8bit": None, "asymmetric": True, "act_order": True, "imatrix": True}
+    specs = {s.name: s for s in _specs(["w4:gptq", "fp8:fp8-dynamic", "q8:gguf:Q8_0", "q4:gguf:Q4_K_M"], None, flags)}
+    assert (specs["w4"].group_size, specs["w4"].symmetric, specs["w4"].act_order) == ("auto", False, True)
+    assert (specs["fp8"].group_size, specs["fp8"].symmetric) == (None, True)
+    assert (specs["q8"].imatrix, specs["q4"].imatrix) == (False, True)
+    assert all(s.overrides[0].pattern == "lm_head" for s in specs.values())

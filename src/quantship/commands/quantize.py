@@ -104,7 +104,11 @@ def _entry(text: str, flags: dict) -> dict:
         if flags["act_order"] and method in ("gptq", "smoothquant-gptq"):
             entry["act_order"] = True
     if flags["imatrix"] and method in ("gguf", "convert"):
-        entry["imatrix"] = True
+        from quantship.quantize.gguf_types import scheme_for
+
+        gguf = scheme_for(entry.get("scheme"))
+        if gguf is None or gguf.uses_imatrix:  # unknown schemes are refused later, with the list
+            entry["imatrix"] = True
     return entry
 
 
