@@ -237,7 +237,7 @@ def print_summary(results: list[VariantResult], console: Console) -> None:
     console.print(summary_table(results))
     for r in results:
         if not r.ok:
-            console.print(f"[red]{r.name}: {r.status}[/]: {r.error}")
+            console.print(f"[red]{r.name}: {r.status}[/]: {r.error}", soft_wrap=True)
 
 
 # ---- measured bits per weight, shared by the safetensors formats ----
