@@ -118,6 +118,13 @@ def status() -> dict:
     missing = []
     if stamp is not None:
         missing = [name for name, path in stamp["paths"].items() if not Path(path).exists()]
+    # The build is shared by every environment; the bindings live in this interpreter's
+    # site-packages, so a new venv (a fresh clone, CI) needs them installed again.
+    bindings_ready = (
+        _installed_bindings_version() == LLAMA_CPP_PYTHON_VERSION and (_bindings_lib_dir() / "libllama.so").exists()
+    )
+    if stamp is not None and not bindings_ready:
+        missing.append(f"{PACKAGE} bindings in {sys.prefix}")
     return {
         "name": "llama.cpp",
         "version": LLAMA_CPP_PYTHON_VERSION,
