@@ -7,7 +7,7 @@ import json
 from quantship.rundir import read_json
 from tests.validate.conftest import run_cli
 
-SMALL = ["--long-window", "128", "--long-windows", "1"]
+SMALL = ["--long-window", "128", "--long-windows", "1", "--tasks", "none"]
 
 
 def test_good_passes_broken_fails_with_named_checks(validate_run, monkeypatch, capsys):

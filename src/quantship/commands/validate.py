@@ -24,6 +24,10 @@ def register(app: typer.Typer) -> None:
         recover: bool = typer.Option(False, "--recover", help="For failing llm-compressor variants: keep the most sensitive blocks at 8-bit, requantize, revalidate."),
         max_bits_per_weight: float = typer.Option(8.0, "--max-bits-per-weight", help="--recover stops before a variant exceeds this size."),
         blocks_per_step: int = typer.Option(2, "--blocks-per-step", help="--recover: blocks moved to higher precision per step."),
+        tasks: str = typer.Option(
+            "quantship_cloze,quantship_next_sentence", "--tasks",
+            help="Comma-separated lm-eval tasks (built-in offline ones by default; 'none' skips task accuracy).",
+        ),
         select: str = typer.Option(None, "--select", help="Write validation/selected.json by this policy: smallest-passing."),
         force: bool = typer.Option(False, "--force", help="Re-measure even if variant, baseline and thresholds are unchanged."),
     ) -> None:
@@ -51,7 +55,8 @@ def register(app: typer.Typer) -> None:
         if not names:
             raise InputError(f"no variants in {run.root / 'variants'}", f"run `quantship quantize --run-dir {run.root}` first")
         console = stderr_console()
-        options = ValidateOptions(long_window=long_window, long_windows=long_windows)
+        task_list = [] if tasks.strip().lower() == "none" else [t.strip() for t in tasks.split(",") if t.strip()]
+        options = ValidateOptions(long_window=long_window, long_windows=long_windows, tasks=task_list)
         results = [validate_variant(run, v, baseline, thresholds, options, console, force=force) for v in names]
         recovered: dict[str, str] = {}
         if recover:

@@ -24,6 +24,7 @@ class Thresholds(BaseModel):
     max_greedy_regressions: float = Field(0.10, ge=0, le=1)  # share of references diverging outside top-k
     max_probe_drop: float = Field(0.10, ge=0, le=1)  # absolute drop of the probe pass rate
     max_long_context_delta: float = Field(0.10, ge=0)  # relative, on the long-window slice
+    max_task_relative_loss: float = Field(0.05, ge=0, le=1)  # per task: 1 - variant acc / baseline acc
 
     @classmethod
     def load(cls, path: Path | None, overrides: dict[str, Any]) -> Thresholds:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +21,7 @@ from quantship.validate.greedy import greedy_check
 from quantship.validate.long_context import baseline_long_perplexity, long_context_check, long_perplexity, long_plan
 from quantship.validate.probes import probe_check
 from quantship.validate.scorers import open_scorer
+from quantship.validate.tasks import BUILTIN_TASKS, baseline_task_accuracy, lm_for, prepare_tasks, task_accuracy
 from quantship.validate.windows import compare_windows
 
 VALIDATION_DIR = "validation"
@@ -32,6 +33,8 @@ class ValidateOptions:
     long_window: int = 2048  # cap; the model's own context length caps it too
     long_windows: int = 2
     batch_size: int = 4
+    tasks: list[str] = field(default_factory=lambda: list(BUILTIN_TASKS))  # lm-eval task names; [] skips the check
+    task_items: int = 100
 
 
 def validation_path(run_dir: RunDir, variant: str) -> Path:
@@ -75,7 +78,7 @@ def validate_variant(
             scorer = open_scorer(folder, manifest, tokenizer, eval_["dtype"], eval_["device"], n_ctx)
         runtime = scorer.runtime
     except Exception as error:  # an unloadable variant fails every check, with the reason
-        for name, limit, cmp in _all_checks(thresholds):
+        for name, limit, cmp in _all_checks(thresholds, options.tasks):
             if name not in {c.name for c in checks}:
                 checks.append(errored(name, limit, cmp, error))
         scorer = None
@@ -84,11 +87,13 @@ def validate_variant(
             short_delta = _window_checks(scorer, baseline, thresholds, options, console, checks, extras)
             _guard(checks, "greedy", thresholds.max_greedy_regressions, lambda: _with_bar(console, f"{variant}: greedy references", len(baseline.references), lambda adv: greedy_check(scorer, baseline, tokenizer, thresholds, adv)))
             _guard(checks, "probes", thresholds.max_probe_drop, lambda: _with_bar(console, f"{variant}: probes", len(baseline.probes), lambda adv: probe_check(scorer, baseline, tokenizer, thresholds, adv)))
+            if options.tasks:
+                checks.extend(_task_checks(scorer, baseline, tokenizer, thresholds, options, run_dir, console))
             if plan is not None:
                 _guard(checks, "long_context", thresholds.max_long_context_delta, lambda: _long(scorer, baseline, plan, short_delta, thresholds, run_dir, console, variant))
         finally:
             scorer.close()
-    order = [name for name, _, _ in _all_checks(thresholds)]
+    order = [name for name, _, _ in _all_checks(thresholds, options.tasks)]
     checks.sort(key=lambda c: order.index(c.name))
     failed = failed_checks(checks)
     result = {
@@ -116,7 +121,7 @@ def validate_variant(
     return result
 
 
-def _all_checks(t: Thresholds) -> list[tuple[str, float, str]]:
+def _all_checks(t: Thresholds, tasks: list[str] = ()) -> list[tuple[str, float, str]]:
     return [
         ("perplexity", t.max_perplexity_delta, "<="),
         ("kl_mean", t.max_kl_mean, "<="),
@@ -125,6 +130,7 @@ def _all_checks(t: Thresholds) -> list[tuple[str, float, str]]:
         ("greedy", t.max_greedy_regressions, "<="),
         ("probes", t.max_probe_drop, "<="),
         ("long_context", t.max_long_context_delta, "<="),
+        *((f"task:{name}", t.max_task_relative_loss, "<=") for name in tasks),
     ]
 
 
@@ -176,6 +182,30 @@ def _measure_windows(scorer, baseline, thresholds, options, console, extras) -> 
         CheckResult("top1_agreement", float(cmp.top1_agree.float().mean()), thresholds.min_top1_agreement, ">=", unit="share of positions"),
     ]
     return measured, delta
+
+
+def _task_checks(scorer, baseline, tokenizer, thresholds, options, run_dir: RunDir, console) -> list[CheckResult]:
+    """One check per lm-eval task: relative accuracy loss vs the baseline on the same task files."""
+    limit = thresholds.max_task_relative_loss
+    try:
+        cache = run_dir.root / VALIDATION_DIR
+        task_dir, sha = prepare_tasks(cache, options.task_items)
+        with console.status("lm-eval: baseline task accuracy"):
+            base = baseline_task_accuracy(baseline, tokenizer, options.tasks, task_dir, sha, cache)
+        with console.status("lm-eval: variant task accuracy"):
+            var = task_accuracy(lm_for(scorer, tokenizer), options.tasks, task_dir)
+    except KeyboardInterrupt:
+        raise
+    except Exception as error:
+        return [errored(f"task:{t}", limit, "<=", error) for t in options.tasks]
+    return [
+        CheckResult(
+            f"task:{t}", max(0.0, 1 - var[t] / base[t]) if base[t] > 0 else None, limit, "<=", unit="relative accuracy loss",
+            detail={"baseline_acc": base[t], "variant_acc": var[t], "task_files_sha256": sha},
+            error=None if base[t] > 0 else "the baseline scores 0 on this task: nothing to compare",
+        )
+        for t in options.tasks
+    ]
 
 
 def _long(scorer, baseline, plan, short_delta, thresholds, run_dir: RunDir, console, variant) -> CheckResult:
