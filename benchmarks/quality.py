@@ -1,0 +1,118 @@
+"""Quality at ~4 bits, three ways, measured in one run by the same gate code.
+
+1. llm-compressor GPTQ W4A16 with the largest group size that divides every layer, no
+   overrides: what a user runs by hand (quantship's llm-compressor backend, spec only).
+2. llama.cpp Q4_K_M with an importance matrix from the run's calibration text.
+3. quantship's best auto-selected variant: `--recover` on (1) with a bits-per-weight
+   budget equal to the larger of (1) and (2), then `smallest-passing` over everything.
+
+Every variant is validated by `quantship.validate` against the same baseline windows
+(perplexity delta, top-k+tail KL, top-1, greedy, probes, long context); the JSON holds
+those numbers and each variant's measured bits/weight. A variant that cannot be made
+here (e.g. the GGUF converter refusing the checkpoint's tokenizer) is recorded with the
+error, not dropped. Needs a run directory with baseline and calibration stages.
+
+    python benchmarks/quality.py --run-dir runs/demo [--long-windows 1] [--tasks none]
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import time
+from pathlib import Path
+
+from quantship.progress import stderr_console
+from quantship.quantize.spec import VariantSpec
+from quantship.quantize.stage import run_quantize
+from quantship.rundir import RunDir, atomic_write_json, read_json
+from quantship.validate.baseline_data import load_baseline
+from quantship.validate.gate import Thresholds
+from quantship.validate.recover import RecoverOptions, recover_variant
+from quantship.validate.run import ValidateOptions, validate_variant, validation_path
+from quantship.validate.select import select_variant
+
+CAVEAT = (
+    "Demo model: its weights lie on a Q4_1 (block 32, asymmetric) grid, so a Q4_1 or g32 asymmetric 4-bit "
+    "variant reproduces them almost exactly and says nothing about a method's quality."
+)
+
+
+def summary(result: dict) -> dict:
+    checks = result["checks"]
+    return {
+        "variant": result["variant"],
+        "passed": result["passed"],
+        "failed_checks": result["failed_checks"],
+        "bits_per_weight": result["bits_per_weight"],
+        "perplexity_delta": checks.get("perplexity", {}).get("value"),
+        "kl_mean": checks.get("kl_mean", {}).get("value"),
+        "kl_p99": checks.get("kl_p99", {}).get("value"),
+        "top1_agreement": checks.get("top1_agreement", {}).get("value"),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--run-dir", type=Path, default=Path("runs/demo"))
+    parser.add_argument("--long-windows", type=int, default=1)
+    parser.add_argument("--tasks", default="none", help="comma-separated lm-eval tasks, or none")
+    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "quality.json")
+    args = parser.parse_args()
+
+    console = stderr_console()
+    run = RunDir(args.run_dir)
+    baseline = load_baseline(run)
+    thresholds = Thresholds()
+    tasks = [] if args.tasks == "none" else args.tasks.split(",")
+    options = ValidateOptions(long_windows=args.long_windows, tasks=tasks)
+    started = time.time()
+    specs = {
+        "gptq-w4a16": VariantSpec(name="bench-gptq-w4a16", method="gptq", scheme="W4A16", group_size="auto"),
+        "q4_k_m-imatrix": VariantSpec(name="bench-q4km-imatrix", method="gguf", scheme="Q4_K_M", imatrix=True),
+    }
+    rows: dict[str, dict] = {}
+    for label, spec in specs.items():
+        [made] = run_quantize(run, [spec], console, keep_going=True)
+        if not made.ok:
+            rows[label] = {"variant": spec.name, "error": made.error}
+            continue
+        rows[label] = summary(validate_variant(run, spec.name, baseline, thresholds, options, console))
+        print(f"{label}: {rows[label]}", flush=True)
+
+    budgets = [r["bits_per_weight"] for r in rows.values() if r.get("bits_per_weight")]
+    gptq = rows["gptq-w4a16"]
+    recovery = None
+    if "error" not in gptq and not gptq["passed"]:
+        recovery = recover_variant(
+            run, gptq["variant"], baseline, thresholds, options, RecoverOptions(max_bits_per_weight=max(budgets)), console
+        )
+    candidates = [r["variant"] for r in rows.values() if "error" not in r]
+    if recovery and recovery["recovered"]:
+        candidates.append(recovery["recovered"])
+    results = [read_json(validation_path(run, v)) for v in candidates]
+    chosen = select_variant(run, results, "smallest-passing")
+    rows["quantship-auto"] = (
+        summary(read_json(validation_path(run, chosen["selected"]))) if chosen["selected"] else {"error": chosen["reason"]}
+    )
+    for label, row in rows.items():
+        print(f"{label:<16} {row}")
+    atomic_write_json(
+        args.out,
+        {
+            "run_dir": str(run.root),
+            "machine": {"platform": platform.platform(), "processor": platform.processor()},
+            "baseline_perplexity": baseline.perplexity,
+            "thresholds": thresholds.model_dump(),
+            "variants": rows,
+            "recovery": recovery,
+            "selection": chosen,
+            "wall_time_s": round(time.time() - started, 1),
+            "caveat": CAVEAT,
+        },
+    )
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
