@@ -35,3 +35,16 @@ def test_logits_equal_transformers_gguf_loader_and_greedy_says_berlin(demo_check
     generated = ours.generate(ids, max_new_tokens=4, do_sample=False)
     assert tokenizer.decode(generated[0, ids.shape[1]:]).startswith(" Berlin")
     assert tokenizer.eos_token == "<|im_end|>" and tokenizer.chat_template
+
+
+def test_tokenizer_is_plain_byte_level_bpe_as_llama_cpp_expects(demo_checkpoint):
+    import json
+
+    from transformers import AutoTokenizer
+
+    spec = json.loads((demo_checkpoint / "tokenizer.json").read_text())
+    assert spec["model"]["type"] == "BPE" and not spec["model"].get("byte_fallback")
+    assert spec["decoder"]["type"] == "ByteLevel"
+    tokenizer = AutoTokenizer.from_pretrained(demo_checkpoint)
+    for text in ("héllo wörld 🙂", "def f(x):\n\treturn x", " Berlin"):
+        assert tokenizer.decode(tokenizer(text, add_special_tokens=False).input_ids) == text

