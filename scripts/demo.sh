@@ -8,7 +8,7 @@ bash scripts/setup.sh
 run=runs/demo
 model=$(quantship demo-model)
 quantship baseline --model "$model" --run-dir "$run"
-quantship calibrate --run-dir "$run" --samples 64 --seq-len 512
+quantship calibrate --run-dir "$run" --samples 32 --seq-len 512
 quantship quantize --run-dir "$run" --group-size 64 \
   -v int8:smoothquant-gptq:W8A8 -v gptq-w4g64:gptq:W4A16 -v fp8dyn:fp8-dynamic
 # Exit 1 means some variant failed the gate (plain 4-bit does, on a 135M model); the
