@@ -99,6 +99,11 @@ def measure(run: RunDir, name: str, manifest: dict, plan: WindowPlan, batch_size
     return row
 
 
+def _optional(value, width: int, spec: str) -> str:
+    """A number, or '-' where the format does not report it (GGUF has no linear-only figure)."""
+    return f"{'-' if value is None else format(value, spec):>{width}}"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--run-dir", type=Path, default=Path("runs/qdemo"))
@@ -130,7 +135,7 @@ def main() -> None:
         delta = f"{(ppl / baseline_ppl - 1) * 100:+.2f}" if ppl else "-"
         print(
             f"{r['variant']:<22}{r['format'] or '-':<20}{(r['size_bytes'] or 0) / 1e6:>9.1f}{r['bits_per_weight'] or 0:>8.3f}"
-            f"{r['quantized_linear_bits_per_weight'] or 0:>8.3f}{r['quantize_wall_time_s'] or 0:>9.1f}"
+            f"{_optional(r['quantized_linear_bits_per_weight'], 8, '.3f')}{r['quantize_wall_time_s'] or 0:>9.1f}"
             f"{(r['quantize_peak_rss_bytes'] or 0) / 1e6:>8.0f}{ppl if ppl else float('nan'):>9.3f}{delta:>8}"
             + (f"  skipped: {r['skipped']}" if r["skipped"] else "")
         )
