@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -67,6 +67,31 @@ def plan_windows(stream: Sequence[int], length: int, stride: int, max_windows: i
     return WindowPlan(ids, first)
 
 
+def scored_rows(
+    logits_fn: LogitsFn,
+    plan: WindowPlan,
+    batch_size: int = 8,
+    on_batch: Callable[[int], None] | None = None,
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """(log-probabilities [n, V] in float32, targets [n]) of every window, in plan order.
+
+    The one place that turns a model's logits into scored positions, so perplexity,
+    KL divergence and top-1 agreement all see the same targets with the same context.
+    """
+    with torch.inference_mode():
+        for begin in range(0, plan.input_ids.shape[0], batch_size):
+            batch = plan.input_ids[begin : begin + batch_size]
+            firsts = plan.first_target[begin : begin + batch_size]
+            logits = logits_fn(batch)
+            for row in range(batch.shape[0]):
+                first = int(firsts[row])
+                # logits at position p predict the token at p + 1
+                logprobs = torch.log_softmax(logits[row, first - 1 : -1].float(), dim=-1)
+                yield logprobs, batch[row, first:].to(logprobs.device)
+            if on_batch is not None:
+                on_batch(int(batch.numel()))
+
+
 def score_windows(
     logits_fn: LogitsFn,
     plan: WindowPlan,
@@ -79,26 +104,15 @@ def score_windows(
     tokens = 0
     ids_out, lp_out, target_out = [], [], []
     started = time.perf_counter()
-    with torch.inference_mode():
-        for begin in range(0, plan.input_ids.shape[0], batch_size):
-            batch = plan.input_ids[begin : begin + batch_size]
-            firsts = plan.first_target[begin : begin + batch_size]
-            logits = logits_fn(batch)
-            for row in range(batch.shape[0]):
-                first = int(firsts[row])
-                # logits at position p predict the token at p + 1
-                logprobs = torch.log_softmax(logits[row, first - 1 : -1].float(), dim=-1)
-                targets = batch[row, first:].to(logprobs.device)
-                target_lp = logprobs.gather(1, targets[:, None]).squeeze(1)
-                nll_sum -= float(target_lp.sum(dtype=torch.float64))
-                tokens += targets.numel()
-                target_out.append(target_lp.cpu())
-                if topk:
-                    values, indices = logprobs.topk(topk, dim=-1)
-                    ids_out.append(indices.to(torch.int32).cpu())
-                    lp_out.append(values.to(torch.float16).cpu())
-            if on_batch is not None:
-                on_batch(int(batch.numel()))
+    for logprobs, targets in scored_rows(logits_fn, plan, batch_size, on_batch):
+        target_lp = logprobs.gather(1, targets[:, None]).squeeze(1)
+        nll_sum -= float(target_lp.sum(dtype=torch.float64))
+        tokens += targets.numel()
+        target_out.append(target_lp.cpu())
+        if topk:
+            values, indices = logprobs.topk(topk, dim=-1)
+            ids_out.append(indices.to(torch.int32).cpu())
+            lp_out.append(values.to(torch.float16).cpu())
     return PerplexityResult(
         nll_sum=nll_sum,
         tokens=tokens,

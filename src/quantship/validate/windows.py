@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import torch
 
-from quantship.evaluate.perplexity import LogitsFn, WindowPlan
+from quantship.evaluate.perplexity import LogitsFn, WindowPlan, scored_rows
 
 _EPS = 1e-12
 
@@ -56,22 +56,13 @@ def compare_windows(
     """Score the variant on every planned target, in the same order as the baseline stored them."""
     nll_sum, tokens, offset = 0.0, 0, 0
     kls, agrees = [], []
-    with torch.inference_mode():
-        for begin in range(0, plan.input_ids.shape[0], batch_size):
-            batch = plan.input_ids[begin : begin + batch_size]
-            firsts = plan.first_target[begin : begin + batch_size]
-            logits = logits_fn(batch)
-            for row in range(batch.shape[0]):
-                first = int(firsts[row])
-                logprobs = torch.log_softmax(logits[row, first - 1 : -1].float(), dim=-1).cpu()
-                targets = batch[row, first:]
-                nll_sum -= float(logprobs.gather(1, targets[:, None]).sum(dtype=torch.float64))
-                n = targets.numel()
-                ids = base_topk_ids[offset : offset + n]
-                kls.append(topk_tail_kl(ids, base_topk_logprobs[offset : offset + n], logprobs))
-                agrees.append(logprobs.argmax(-1) == ids[:, 0].long())
-                tokens += n
-                offset += n
-            if on_batch is not None:
-                on_batch(int(batch.numel()))
+    for logprobs, targets in scored_rows(logits_fn, plan, batch_size, on_batch):
+        logprobs, targets = logprobs.cpu(), targets.cpu()
+        nll_sum -= float(logprobs.gather(1, targets[:, None]).sum(dtype=torch.float64))
+        n = targets.numel()
+        ids = base_topk_ids[offset : offset + n]
+        kls.append(topk_tail_kl(ids, base_topk_logprobs[offset : offset + n], logprobs))
+        agrees.append(logprobs.argmax(-1) == ids[:, 0].long())
+        tokens += n
+        offset += n
     return WindowComparison(nll_sum, tokens, torch.cat(kls), torch.cat(agrees))
