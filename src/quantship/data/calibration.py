@@ -37,10 +37,6 @@ class CalibrationSet:
     sha256: str  # hash of tokens.safetensors: the calibration identity in manifests
     stats: dict[str, Any]
 
-    @property
-    def attention_mask(self) -> torch.Tensor:
-        return torch.ones_like(self.input_ids)
-
 
 def windows_from_source(
     tokenizer, source: TextSource, length: int, seed: int, chat: bool

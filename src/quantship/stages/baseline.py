@@ -23,7 +23,7 @@ from quantship.data.tokens import encode_document, separator_id, token_stream
 from quantship.evaluate.generation import Generation, greedy_generate, probe_passed
 from quantship.evaluate.perplexity import hf_logits_fn, plan_windows, score_windows
 from quantship.evaluate.prompts import KNOWN_ANSWER_PROBES, REFERENCE_PROMPTS, Prompt
-from quantship.models.checkpoint import CheckpointInfo, checkpoint_files, inspect_checkpoint
+from quantship.models.checkpoint import checkpoint_files, inspect_checkpoint
 from quantship.models.loading import default_device, default_eval_dtype, load_causal_lm, load_tokenizer
 from quantship.progress import progress_bar
 from quantship.rundir import RunDir, atomic_write_json, read_json, sha256_json, stage_fingerprint
@@ -178,7 +178,3 @@ def baseline_checkpoint(run_dir: RunDir) -> Path:
     folder = run_dir.require(STAGE, "quantship baseline --model PATH")
     return Path(read_json(folder / BASELINE_JSON)["checkpoint"]["path"])
 
-
-def checkpoint_info(run_dir: RunDir) -> CheckpointInfo:
-    data = read_json(run_dir.require(STAGE, "quantship baseline --model PATH") / BASELINE_JSON)["checkpoint"]
-    return CheckpointInfo(**data)
