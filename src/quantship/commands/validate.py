@@ -34,66 +34,39 @@ def register(app: typer.Typer) -> None:
         """Run every quality check on each variant; exit 0 only when all of them pass."""
         from quantship.errors import GateFailed, InputError
         from quantship.progress import stderr_console
-        from quantship.rundir import RunDir, read_json
-        from quantship.validate.baseline_data import load_baseline
+        from quantship.rundir import RunDir
         from quantship.validate.gate import Thresholds
-        from quantship.validate.recover import RecoverOptions, recover_variant
-        from quantship.validate.report import write_report
-        from quantship.validate.run import ValidateOptions, validate_variant, validation_path
-        from quantship.validate.select import POLICIES, select_variant
+        from quantship.validate.recover import RecoverOptions
+        from quantship.validate.run import ValidateOptions
+        from quantship.validate.stage import run_validate
 
-        if select is not None and select not in POLICIES:
-            raise InputError(f"unknown --select policy {select!r}", f"use one of: {', '.join(POLICIES)}")
         if long_windows < 1 or long_window < 2:
             raise InputError("--long-window must be >= 2 and --long-windows >= 1", "pass positive sizes")
         thresholds = Thresholds.load(
             thresholds_file, {"max_perplexity_delta": max_perplexity_delta, "max_kl_mean": max_kl_mean, "min_top1_agreement": min_top1}
         )
         run = RunDir(resolve_run_dir(run_dir, name))
-        baseline = load_baseline(run)
-        names = variant or _all_variants(run)
-        if not names:
-            raise InputError(f"no variants in {run.root / 'variants'}", f"run `quantship quantize --run-dir {run.root}` first")
-        console = stderr_console()
         task_list = [] if tasks.strip().lower() == "none" else [t.strip() for t in tasks.split(",") if t.strip()]
         options = ValidateOptions(long_window=long_window, long_windows=long_windows, tasks=task_list)
-        results = [validate_variant(run, v, baseline, thresholds, options, console, force=force) for v in names]
-        recovered: dict[str, str] = {}
-        if recover:
-            settings = RecoverOptions(max_bits_per_weight=max_bits_per_weight, blocks_per_step=max(1, blocks_per_step))
-            for r in [r for r in results if not r["passed"]]:
-                record = recover_variant(run, r["variant"], baseline, thresholds, options, settings, console)
-                typer.echo(f"recover {r['variant']}: {record['outcome']}")
-                if record["recovered"]:
-                    recovered[r["variant"]] = record["recovered"]
-                    results.append(read_json(validation_path(run, record["recovered"])))
-        for r in results:
+        settings = RecoverOptions(max_bits_per_weight=max_bits_per_weight, blocks_per_step=max(1, blocks_per_step)) if recover else None
+        outcome = run_validate(run, variant, thresholds, options, stderr_console(), settings, select, force)
+        for record in outcome.recoveries:
+            typer.echo(f"recover {record['variant']}: {record['outcome']}")
+        for r in outcome.results:
             verdict = "PASS" if r["passed"] else "FAIL " + ", ".join(r["failed_checks"])
-            typer.echo(f"{r['variant']}: {verdict}  ({_summary(r)})")
-        report = write_report(run)
-        typer.echo(f"report: {report}")
-        if select is not None:
-            chosen = select_variant(run, results, select)
-            typer.echo(f"selected: {chosen['selected']} ({chosen['reason']})")
-        failed = [r for r in results if not r["passed"] and r["variant"] not in recovered and not _is_step(r["variant"], recovered)]
-        if failed:
+            typer.echo(f"{r['variant']}: {verdict}  ({summary_line(r)})")
+        typer.echo(f"report: {outcome.report}")
+        if outcome.selection is not None:
+            typer.echo(f"selected: {outcome.selection['selected']} ({outcome.selection['reason']})")
+        if outcome.failed:
             raise GateFailed(
-                "gate failed: " + "; ".join(f"{r['variant']} ({', '.join(r['failed_checks'])})" for r in failed),
-                f"see {run.root / 'validation'} and {report}",
+                "gate failed: " + "; ".join(f"{r['variant']} ({', '.join(r['failed_checks'])})" for r in outcome.failed),
+                f"see {run.root / 'validation'} and {outcome.report}",
             )
 
 
-def _is_step(variant: str, recovered: dict[str, str]) -> bool:
-    """An intermediate --recover step of a variant that was recovered later."""
-    return any(variant.startswith(f"{source}-mp") for source in recovered)
-
-
-def _all_variants(run) -> list[str]:
-    folder = run.root / "variants"
-    return sorted(p.name for p in folder.iterdir() if (p / "manifest.json").is_file()) if folder.is_dir() else []
-
-
-def _summary(result: dict) -> str:
+def summary_line(result: dict) -> str:
+    """Each check's measured value, for one line of terminal output."""
     parts = []
     for name, check in result["checks"].items():
         value = check["value"]

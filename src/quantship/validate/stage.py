@@ -1,0 +1,69 @@
+"""The validate stage as one call: measure variants, recover failing ones, report, select.
+
+`quantship validate` and `quantship run` both go through `run_validate`, so the gate a
+pipeline applies is exactly the one the CLI verb applies.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+
+from quantship.errors import InputError
+from quantship.rundir import RunDir, read_json
+from quantship.validate.baseline_data import load_baseline
+from quantship.validate.gate import Thresholds
+from quantship.validate.recover import RecoverOptions, recover_variant
+from quantship.validate.report import write_report
+from quantship.validate.run import ValidateOptions, validate_variant, validation_path
+from quantship.validate.select import POLICIES, select_variant
+
+
+@dataclass
+class ValidateOutcome:
+    results: list[dict[str, Any]]
+    recoveries: list[dict[str, Any]] = field(default_factory=list)
+    report: Path | None = None
+    selection: dict[str, Any] | None = None
+
+    @property
+    def failed(self) -> list[dict[str, Any]]:
+        """Failing verdicts that count: a variant recovered later, and its steps, no longer do."""
+        recovered = {r["variant"] for r in self.recoveries if r["recovered"]}
+        return [
+            r for r in self.results
+            if not r["passed"] and r["variant"] not in recovered
+            and not any(r["variant"].startswith(f"{source}-mp") for source in recovered)
+        ]
+
+
+def all_variants(run: RunDir) -> list[str]:
+    folder = run.root / "variants"
+    return sorted(p.name for p in folder.iterdir() if (p / "manifest.json").is_file()) if folder.is_dir() else []
+
+
+def run_validate(
+    run: RunDir, variants: list[str] | None, thresholds: Thresholds, options: ValidateOptions, console: Console,
+    recover: RecoverOptions | None = None, select: str | None = None, force: bool = False,
+) -> ValidateOutcome:
+    """Validate `variants` (default: all), recover the failing ones if asked, write report.html and the selection."""
+    if select is not None and select not in POLICIES:
+        raise InputError(f"unknown selection policy {select!r}", f"use one of: {', '.join(POLICIES)}")
+    baseline = load_baseline(run)
+    names = variants or all_variants(run)
+    if not names:
+        raise InputError(f"no variants in {run.root / 'variants'}", f"run `quantship quantize --run-dir {run.root}` first")
+    outcome = ValidateOutcome([validate_variant(run, v, baseline, thresholds, options, console, force=force) for v in names])
+    if recover is not None:
+        for failing in [r for r in outcome.results if not r["passed"]]:
+            record = recover_variant(run, failing["variant"], baseline, thresholds, options, recover, console)
+            outcome.recoveries.append(record)
+            if record["recovered"]:
+                outcome.results.append(read_json(validation_path(run, record["recovered"])))
+    outcome.report = write_report(run)
+    if select is not None:
+        outcome.selection = select_variant(run, outcome.results, select)
+    return outcome
