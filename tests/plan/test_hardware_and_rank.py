@@ -7,9 +7,9 @@ import json
 import psutil
 import pytest
 
-from quantship.errors import InputError, NotAvailable
+from quantship.errors import InputError
 from quantship.plan.hardware import _cpuinfo, detect_cpu, host_memory_bytes, load_hardware, measure_bandwidth_gbs
-from quantship.plan.measure import load_measurements, measure_on_this_machine
+from quantship.plan.measure import load_measurements
 from quantship.plan.rank import prior_ranking, rerank
 
 
@@ -91,7 +91,3 @@ def test_load_measurements_resolves_aliases(tmp_path):
     with pytest.raises(InputError, match="invalid"):
         load_measurements(path)
 
-
-def test_measure_driver_is_reported_as_pending():
-    with pytest.raises(NotAvailable, match="--measurements FILE"):
-        measure_on_this_machine()

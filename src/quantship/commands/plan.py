@@ -48,23 +48,41 @@ def register(app: typer.Typer) -> None:
             None, "--measurements", help="JSON of measured decode tokens/s per format; re-ranks the formats."
         ),
         measure: bool = typer.Option(
-            False, "--measure", help="Benchmark candidate formats on this machine (needs serve/bench)."
+            False,
+            "--measure",
+            help="Serve and bench the run's bf16 checkpoint and each variant this machine can serve, one at a time, "
+            "and rank formats by the measured tokens/s (writes plan/measurements.json; needs --run-dir with variants).",
+        ),
+        measure_concurrency: int = typer.Option(
+            16, "--measure-concurrency", min=1, help="--measure: concurrent requests while measuring."
+        ),
+        measure_tokens: int = typer.Option(64, "--measure-tokens", min=1, help="--measure: output tokens per request."),
+        measure_requests: int = typer.Option(
+            32, "--measure-requests", min=1, help="--measure: measured requests per format (after one warm-up batch)."
         ),
         run_dir: Path | None = run_dir_option(),
         name: str = name_option(),
     ) -> None:
         from quantship.plan import api
+        from quantship.plan.measure import MeasureSettings
 
+        rundir = RunDir(resolve_run_dir(run_dir, name))
         request = api.PlanArgs(
             model=model, hardware=hardware, variant=variant, context=context or DEFAULT_CONTEXT,
             context_given=context is not None, concurrency=concurrency, format=format, stack=stack,
             kv_cache_dtype=kv_cache_dtype, devices=devices, max_memory_utilization=max_memory_utilization,
-            bandwidth_gbs=bandwidth_gbs, measurements=measurements, measure=measure,
+            bandwidth_gbs=bandwidth_gbs, measurements=measurements, measure=measure, run_dir=rundir.root,
+            measure_settings=MeasureSettings(
+                concurrency=measure_concurrency, max_tokens=measure_tokens, requests=measure_requests
+            ),
         )
         result = api.plan_from_args(request)
-        rundir = RunDir(resolve_run_dir(run_dir, name))
         with rundir.stage("plan", request.fingerprint_params(result), api.input_hashes(rundir, result)) as stage:
             atomic_write_json(stage.path("plan.json"), result.plan)
-        api.print_plan(result.plan, str(result.model_folder))
+            if result.measured is not None:
+                atomic_write_json(stage.path("measurements.json"), result.measured.model_dump(mode="json"))
+        api.print_plan(result.plan, str(result.model_folder), result.measured)
         typer.echo(f"wrote {rundir.stage_dir('plan') / 'plan.json'}", err=True)
+        if result.measured is not None:
+            typer.echo(f"wrote {rundir.stage_dir('plan') / 'measurements.json'}", err=True)
 

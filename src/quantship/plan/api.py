@@ -21,7 +21,7 @@ from quantship.plan.geometry import (
 )
 from quantship.plan.hardware import load_hardware
 from quantship.plan.matrix import resolve_format, resolve_stack
-from quantship.plan.measure import load_measurements, measure_on_this_machine
+from quantship.plan.measure import MeasureReport, MeasureSettings, load_measurements, measure_on_this_machine
 from quantship.plan.planner import Plan, Traffic, make_plan
 from quantship.plan.render import print_plan
 from quantship.plan.variant import VariantInfo, inspect_variant
@@ -45,6 +45,8 @@ class PlanArgs(BaseModel):
     bandwidth_gbs: float | None = None
     measurements: Path | None = None
     measure: bool = False
+    measure_settings: MeasureSettings = MeasureSettings()
+    run_dir: Path | None = None              # where --measure finds variants and writes its benches
 
     def fingerprint_params(self, result: PlanResult) -> dict[str, Any]:
         """The options that decide the plan, with the defaults resolved."""
@@ -59,6 +61,7 @@ class PlanArgs(BaseModel):
             "max_memory_utilization": self.max_memory_utilization,
             "variant": str(self.variant) if self.variant else None,
             "measured_tok_s": result.plan.ranking.tokens_per_s,
+            **({"measure": self.measure_settings.model_dump()} if self.measure else {}),
         }
 
 
@@ -67,6 +70,7 @@ class PlanResult(BaseModel):
     model_folder: Path
     config_path: Path
     variant: VariantInfo | None = None
+    measured: MeasureReport | None = None    # what --measure took on this machine
 
 
 def plan_from_args(args: PlanArgs) -> PlanResult:
@@ -78,9 +82,9 @@ def plan_from_args(args: PlanArgs) -> PlanResult:
     stack = "auto" if args.stack.lower() == "auto" else resolve_stack(args.stack)
     if args.measure and args.measurements:
         raise InputError("--measure and --measurements both given", "pass one of them")
-    measured = measure_on_this_machine() if args.measure else None
-    if args.measurements:
-        measured = load_measurements(args.measurements)
+    if args.measure and args.run_dir is None:
+        raise InputError("--measure needs the run directory holding the variants", "pass --run-dir runs/<name>")
+    measured = load_measurements(args.measurements) if args.measurements else None
 
     config, folder = load_config(args.model)
     geo = geometry_from_config(config, name=_model_name(folder, config))
@@ -93,7 +97,7 @@ def plan_from_args(args: PlanArgs) -> PlanResult:
     checkpoint = None if quantized_checkpoint else _checkpoint_files(folder, geo)
     hardware = load_hardware(args.hardware, args.bandwidth_gbs)
     context = args.context if args.context_given else min(args.context, geo.max_position_embeddings or args.context)
-    plan = make_plan(
+    plan_inputs = dict(
         geo=geo,
         params=params,
         hardware=hardware,
@@ -105,10 +109,24 @@ def plan_from_args(args: PlanArgs) -> PlanResult:
         max_utilization=args.max_memory_utilization,
         variant=variant,
         checkpoint=checkpoint,
+    )
+    report = None
+    if args.measure:
+        make_plan(**plan_inputs)  # a plan that cannot be made fails here, before minutes of serving
+        report = measure_on_this_machine(args.run_dir, folder, hardware, args.measure_settings)
+        measured = report.measurements()
+    plan = make_plan(
+        **plan_inputs,
         measured=measured.tokens_per_s if measured else None,
         measured_source=measured.source if measured else "",
     )
-    return PlanResult(plan=plan, model_folder=folder, config_path=folder / "config.json", variant=variant)
+    if report is not None:  # a measured format's command line names the artifact that was measured
+        served = {m.format: m.artifact for m in report.measured}
+        for candidate in {id(c): c for c in (*plan.candidates, plan.chosen)}.values():
+            candidate.artifact = candidate.artifact or served.get(candidate.format)
+    return PlanResult(
+        plan=plan, model_folder=folder, config_path=folder / "config.json", variant=variant, measured=report
+    )
 
 
 def input_hashes(rundir: RunDir, result: PlanResult) -> dict[str, str]:

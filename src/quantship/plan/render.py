@@ -9,6 +9,7 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
+from quantship.plan.measure import MeasureReport
 from quantship.plan.memory import GIB
 from quantship.plan.planner import Candidate, Plan
 
@@ -90,5 +91,30 @@ def _chosen(plan: Plan, model_path: str) -> Panel:
     return Panel(body, title="plan", border_style="green")
 
 
-def print_plan(plan: Plan, model_path: str, console: Console | None = None) -> None:
-    (console or Console()).print(render(plan, model_path))
+def measured_table(report: MeasureReport) -> Group:
+    """What `plan --measure` served and measured here, and what it left out and why."""
+    s = report.settings
+    table = Table(title=f"measured on this machine: {s.concurrency} concurrent x {s.max_tokens} tokens, "
+                  f"{s.requests} requests per format", header_style="bold")
+    for column in ("format", "stack", "served", "tok/s", "TTFT p50 ms", "TPOT p50 ms", "ok", "verdict"):
+        table.add_column(column, justify="right" if column in {"tok/s", "ok"} or "ms" in column else "left")
+    for m in sorted(report.measured, key=lambda m: -m.tokens_per_s):
+        table.add_row(
+            m.format, m.stack, m.variant or "checkpoint", f"{m.tokens_per_s:g}", _ms(m.ttft_p50_ms),
+            _ms(m.tpot_p50_ms), f"{m.ok}/{m.requests}", m.verdict,
+        )
+    skipped = [Text(f"not measured: {n.name}" + (f" ({n.format})" if n.format else "") + f": {n.reason}",
+                    style="dim") for n in report.not_measured]
+    benches = Text("benches: " + ", ".join(m.bench_summary for m in report.measured), style="dim")
+    return Group(table, Text(report.note, style="dim"), benches, *skipped)
+
+
+def _ms(value: float | None) -> str:
+    return "-" if value is None else f"{value:,.0f}"
+
+
+def print_plan(plan: Plan, model_path: str, measured: MeasureReport | None = None, console: Console | None = None) -> None:
+    console = console or Console()
+    if measured is not None:
+        console.print(measured_table(measured))
+    console.print(render(plan, model_path))
