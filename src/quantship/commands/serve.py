@@ -15,7 +15,7 @@ def register(app: typer.Typer) -> None:
     @app.command("serve")
     def serve(
         variant: str | None = typer.Option(
-            None, "--variant", help="Variant of the run directory to serve (needs a passing verdict)."
+            None, "--variant", help="Variant of the run directory to serve (needs a passing verdict); `selected`: the one validate --select chose."
         ),
         model: Path | None = typer.Option(
             None, "--model", help="Plain checkpoint folder or .gguf file (the control; no verdict)."
@@ -73,7 +73,9 @@ def register(app: typer.Typer) -> None:
         console = Console(stderr=True)
         root = resolve_run_dir(run_dir, name)
         if stop:
-            label = variant or (srv.from_model_path(model).name if model else None)
+            label = (srv.selected_variant(root) if variant == srv.SELECTED else variant) or (
+                srv.from_model_path(model).name if model else None
+            )
             stopped = srv.stop_recorded(root, label, say=console.print)
             typer.echo(f"stopped {len(stopped)} server(s)")
             return

@@ -88,6 +88,9 @@ class RunningServer:
         self.stop()
 
 
+SELECTED = "selected"  # --variant selected: the one validate --select chose
+
+
 def resolve_target(run_dir: Path | None, variant: str | None, model: Path | None) -> ServeTarget:
     if (variant is None) == (model is None):
         raise InputError(
@@ -97,8 +100,20 @@ def resolve_target(run_dir: Path | None, variant: str | None, model: Path | None
     if variant is not None:
         if run_dir is None:
             raise InputError("--variant needs the run directory", "pass --run-dir runs/<name>")
-        return from_variant(run_dir, variant)
+        return from_variant(run_dir, selected_variant(run_dir) if variant == SELECTED else variant)
     return from_model_path(model)
+
+
+def selected_variant(run_dir: Path) -> str:
+    """The variant `quantship validate --select` chose to ship (validation/selected.json)."""
+    path = Path(run_dir) / "validation" / "selected.json"
+    try:
+        chosen = read_json(path).get("selected")
+    except FileNotFoundError:
+        raise InputError(f"{path} does not exist", f"run `quantship validate --run-dir {run_dir} --select smallest-passing` first") from None
+    if not chosen:
+        raise InputError(f"no variant passed the gate in {run_dir} ({path})", "see report.html; serve a variant by name with --force to override")
+    return chosen
 
 
 def resolve_stack(stack: str, target: ServeTarget, gpu: dict | None, need_gpu: bool = True) -> str:

@@ -16,6 +16,7 @@ from quantship.errors import InputError
 from quantship.rundir import RunDir, read_json
 from quantship.validate.baseline_data import load_baseline
 from quantship.validate.gate import Thresholds
+from quantship.validate.model_card import write_model_card
 from quantship.validate.recover import RecoverOptions, recover_variant
 from quantship.validate.report import write_report
 from quantship.validate.run import ValidateOptions, validate_variant, validation_path
@@ -49,7 +50,7 @@ def run_validate(
     run: RunDir, variants: list[str] | None, thresholds: Thresholds, options: ValidateOptions, console: Console,
     recover: RecoverOptions | None = None, select: str | None = None, force: bool = False,
 ) -> ValidateOutcome:
-    """Validate `variants` (default: all), recover the failing ones if asked, write report.html and the selection."""
+    """Validate `variants` (default: all), recover the failing ones if asked; write report.html, the selection and its model card."""
     if select is not None and select not in POLICIES:
         raise InputError(f"unknown selection policy {select!r}", f"use one of: {', '.join(POLICIES)}")
     baseline = load_baseline(run)
@@ -66,4 +67,6 @@ def run_validate(
     outcome.report = write_report(run)
     if select is not None:
         outcome.selection = select_variant(run, outcome.results, select)
+        if outcome.selection["selected"]:
+            write_model_card(run, outcome.selection["selected"])
     return outcome

@@ -1,0 +1,1 @@
+"""`quantship run`: every stage from one pipeline.yaml, resumable, into one run directory."""

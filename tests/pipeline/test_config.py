@@ -1,0 +1,106 @@
+"""pipeline.yaml loading: every shipped example is valid, bad keys are named by their path."""
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from quantship.data.sources import TextSource
+from quantship.errors import InputError
+from quantship.pipeline.config import STAGES, load_pipeline, parse_pipeline
+from quantship.pipeline.runner import stage_range
+from quantship.plan.hardware import load_hardware
+from quantship.quantize.registry import backend_for
+from tests.test_cli import quantship
+
+EXAMPLES = sorted((Path(__file__).parents[2] / "examples").rglob("*.yaml"))
+MINIMAL = {"name": "t", "model": "demo", "quantize": {"variants": [{"name": "q8", "method": "gguf", "scheme": "Q8_0"}]}}
+
+
+def test_examples_exist():
+    assert len(EXAMPLES) >= 5  # the demo and the GPU / hub / CPU pipelines
+
+
+@pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.name if p.parent.name == "examples" else f"{p.parent.name}/{p.name}")
+def test_every_example_loads_and_names_real_parts(path):
+    config = load_pipeline(path)
+    TextSource.parse(config.baseline.eval_source)
+    TextSource.parse(config.calibrate.source)
+    if config.plan is not None:
+        load_hardware(config.plan.hardware)
+    for variant in config.quantize.variants:
+        assert backend_for(variant) is not None
+    assert config.validate_.select == "smallest-passing"
+
+
+def test_demo_pipeline_is_offline_and_served_on_this_cpu():
+    config = load_pipeline(Path(__file__).parents[2] / "examples" / "demo" / "pipeline.yaml")
+    assert config.model == "demo"
+    assert all(not s.startswith("hf:") for s in (config.baseline.eval_source, config.calibrate.source))
+    assert config.serve.stack in ("auto", "llama.cpp") and config.serve.baseline_stack in ("vllm-cpu", "llama.cpp")
+    assert config.validate_.recover is not None  # 4-bit fails +10% on a 135M model without it
+
+
+@pytest.mark.parametrize(
+    ("patch", "key"),
+    [
+        ({"validate": {"thresholds": {"max_perplexity_delta": -1}}}, "validate.thresholds.max_perplexity_delta"),
+        ({"validate": {"thresholds": {"max_ppl": 0.1}}}, "validate.thresholds.max_ppl"),
+        ({"quantize": {"variants": [{"name": "q8", "method": "gguf", "schem": "Q8_0"}]}}, "quantize.variants.0.schem"),
+        ({"quantize": {"variants": [{"name": "x", "method": "magic"}]}}, "quantize.variants.0.method"),
+        ({"bench": {"concurrency": [0]}}, "bench.concurrency.0"),
+        ({"serve": {"enabled": False}}, "(top level)"),  # bench needs serve
+        ({"calibrate": {"samples": 0}}, "calibrate.samples"),
+        ({"surprise": 1}, "surprise"),
+    ],
+)
+def test_bad_keys_are_refused_with_their_path(patch, key):
+    with pytest.raises(InputError) as caught:
+        parse_pipeline({**MINIMAL, **patch}, "p.yaml")
+    message = caught.value.one_line()
+    assert message.startswith(f"p.yaml: {key}: "), message
+    assert "\n" not in message
+
+
+def test_duplicate_variant_names_are_refused():
+    data = {**MINIMAL, "quantize": {"variants": [MINIMAL["quantize"]["variants"][0]] * 2}}
+    with pytest.raises(InputError, match="repeated: q8"):
+        parse_pipeline(data, "p.yaml")
+
+
+def test_yaml_errors_name_the_line(tmp_path):
+    path = tmp_path / "p.yaml"
+    path.write_text("name: t\nmodel: [demo\n")
+    with pytest.raises(InputError, match="line"):
+        load_pipeline(path)
+    with pytest.raises(InputError, match="does not exist"):
+        load_pipeline(tmp_path / "missing.yaml")
+
+
+def test_run_dir_defaults_to_runs_name(tmp_path):
+    config = parse_pipeline(MINIMAL, "p.yaml")
+    assert config.resolved_run_dir(tmp_path) == tmp_path / "runs" / "t"
+    config = parse_pipeline({**MINIMAL, "run_dir": str(tmp_path / "elsewhere")}, "p.yaml")
+    assert config.resolved_run_dir(Path("/nowhere")) == tmp_path / "elsewhere"
+
+
+def test_stage_range():
+    assert stage_range(None, None) == list(STAGES)
+    assert stage_range("quantize", "validate") == ["quantize", "validate"]
+    assert stage_range(None, "validate")[-1] == "validate" and "serve" not in stage_range(None, "validate")
+    with pytest.raises(InputError, match="unknown stage"):
+        stage_range("deploy", None)
+    with pytest.raises(InputError, match="comes after"):
+        stage_range("bench", "baseline")
+
+
+def test_cli_check_and_exit_code_for_bad_file(tmp_path):
+    good = tmp_path / "good.yaml"
+    good.write_text(yaml.safe_dump(MINIMAL))
+    result = quantship("run", str(good), "--check", cwd=tmp_path)
+    assert result.returncode == 0 and "valid" in result.stdout and str(tmp_path / "runs" / "t") in result.stdout
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump({**MINIMAL, "bench": {"requests": "many"}}))
+    result = quantship("run", str(bad), cwd=tmp_path)
+    assert result.returncode == 2 and "bench.requests" in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "runs").exists()  # nothing written for a refused pipeline
