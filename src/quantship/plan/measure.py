@@ -15,6 +15,7 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pydantic import BaseModel, Field, ValidationError
 
@@ -22,10 +23,17 @@ from quantship.errors import InputError, QuantshipError
 from quantship.plan.hardware import HardwareProfile
 from quantship.plan.matrix import default_stack, load_matrix, resolve_format, support
 
+if TYPE_CHECKING:
+    from quantship.serve.target import ServeTarget
+
 Say = Callable[[str], None]
 # The matrix's stack -> the serve stage's stack on this kind of device.
-SERVE_STACKS = {("vllm", "cpu"): "vllm-cpu", ("vllm", "gpu"): "vllm", ("llamacpp", "cpu"): "llama.cpp",
-                ("llamacpp", "gpu"): "llama.cpp"}
+SERVE_STACKS = {
+    ("vllm", "cpu"): "vllm-cpu",
+    ("vllm", "gpu"): "vllm",
+    ("llamacpp", "cpu"): "llama.cpp",
+    ("llamacpp", "gpu"): "llama.cpp",
+}
 SPEED_ONLY = "served without requiring a passing validation verdict: a speed measurement, not a ship decision"
 
 
@@ -173,7 +181,7 @@ def select(run_dir: Path, model_folder: Path, hardware: HardwareProfile) -> list
     return picks
 
 
-def _judge(name: str, variant: str | None, target, run_dir: Path, hardware: HardwareProfile) -> Pick:
+def _judge(name: str, variant: str | None, target: ServeTarget, run_dir: Path, hardware: HardwareProfile) -> Pick:
     from quantship.serve.launch import ServeOptions
     from quantship.serve.server import build_spec
     from quantship.serve.target import plan_format
