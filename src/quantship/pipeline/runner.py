@@ -178,6 +178,7 @@ class Pipeline:
         names = [v.name for v in self.config.quantize.variants if v.name in set(all_variants(self.run))]
         options = ValidateOptions(long_window=section.long_window, long_windows=section.long_windows, tasks=list(section.tasks))
         recover = RecoverOptions(**section.recover.model_dump()) if section.recover is not None else None
+        started = _now()
         outcome = run_validate(self.run, names, section.thresholds, options, self.console, recover, section.select, self.force)
         self.result.report = outcome.report
         selection = outcome.selection or {}
@@ -187,7 +188,8 @@ class Pipeline:
             raise GateFailed(f"gate failed, no variant passed ({failing})", f"nothing was served; see {outcome.report}")
         self.result.selected = selection["selected"]
         self.result.model_card = self.run.stage_dir(f"variants/{self.result.selected}") / "README.md"
-        return StageReport("validate", "ran", f"{verdicts}; selected {selection['selected']}")
+        measured = any(r["validated_at"] >= started for r in outcome.results)
+        return StageReport("validate", "ran" if measured else "kept", f"{verdicts}; selected {selection['selected']}")
 
     def _serve_key(self) -> str:
         from quantship.serve.server import selected_variant
@@ -214,7 +216,7 @@ class Pipeline:
             self._unchanged(state, "bench", self._bench_key()) and self.run.manifest(f"bench/{BENCH_TAG}") is not None
         )
         if self._unchanged(state, "serve", key) and bench_done:
-            report = StageReport("serve", "kept", state["stages"]["serve"].get("detail", ""))
+            report = StageReport("serve", "kept", f"unchanged since {state['stages']['serve'].get('finished_at')}")
         else:
             servers = self._ensure_servers()
             report = StageReport("serve", "ran", "; ".join(f"{label}: {s.spec.stack} at {s.base_url}" for label, s in servers.items()))
@@ -228,7 +230,8 @@ class Pipeline:
         folder = self.run.stage_dir(f"bench/{BENCH_TAG}")
         if self._unchanged(state, "bench", key) and self.run.manifest(f"bench/{BENCH_TAG}") is not None:
             self.result.bench = folder
-            report = StageReport("bench", "kept", state["stages"]["bench"].get("detail", ""))
+            previous = state["stages"]["bench"]
+            report = StageReport("bench", "kept", f"{previous.get('detail', '')} (measured {previous.get('finished_at')})")
         else:
             report = self._run_bench()
         report.key = key
