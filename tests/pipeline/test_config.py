@@ -104,3 +104,11 @@ def test_cli_check_and_exit_code_for_bad_file(tmp_path):
     result = quantship("run", str(bad), cwd=tmp_path)
     assert result.returncode == 2 and "bench.requests" in result.stderr and len(result.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "runs").exists()  # nothing written for a refused pipeline
+
+
+def test_missing_model_is_refused_before_anything_is_written(tmp_path):
+    path = tmp_path / "p.yaml"
+    path.write_text(yaml.safe_dump({**MINIMAL, "model": str(tmp_path / "no-such-model")}))
+    result = quantship("run", str(path), cwd=tmp_path)
+    assert result.returncode == 2 and "is not a folder" in result.stderr
+    assert not (tmp_path / "runs").exists()

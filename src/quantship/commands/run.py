@@ -48,6 +48,8 @@ def _print_summary(result) -> None:
     from rich.console import Console
     from rich.table import Table
 
+    if not result.stages:  # refused before the first stage
+        return
     table = Table(title=f"quantship run: {result.run_dir}")
     for column in ("stage", "status", "time", "detail"):
         table.add_column(column, overflow="fold")

@@ -72,7 +72,8 @@ class Pipeline:
     # -- driving ---------------------------------------------------------------------
 
     def execute(self, stages: list[str]) -> PipelineResult:
-        self.run.root.mkdir(parents=True, exist_ok=True)
+        if {"plan", "baseline"} & set(stages):
+            self.checkpoint  # a wrong model path fails here, before anything is written
         state = self._load_state()
         ok = False
         try:
