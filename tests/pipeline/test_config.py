@@ -88,6 +88,7 @@ def test_stage_range():
     assert stage_range(None, None) == list(STAGES)
     assert stage_range("quantize", "validate") == ["quantize", "validate"]
     assert stage_range(None, "validate")[-1] == "validate" and "serve" not in stage_range(None, "validate")
+    assert stage_range("bench", None) == ["bench", "rollout"]
     with pytest.raises(InputError, match="unknown stage"):
         stage_range("deploy", None)
     with pytest.raises(InputError, match="comes after"):
@@ -112,3 +113,32 @@ def test_missing_model_is_refused_before_anything_is_written(tmp_path):
     result = quantship("run", str(path), cwd=tmp_path)
     assert result.returncode == 2 and "is not a folder" in result.stderr
     assert not (tmp_path / "runs").exists()
+
+
+def test_rollout_section_is_checked_against_the_gateway_config():
+    keep = {"serve": {"keep_running": True}}
+    config = parse_pipeline({**MINIMAL, **keep, "rollout": {"settings": {"min_samples": 50, "port": 8090}}}, "p.yaml")
+    assert config.rollout.settings["min_samples"] == 50
+    with pytest.raises(InputError, match="keep_running"):
+        parse_pipeline({**MINIMAL, "rollout": {}}, "p.yaml")
+    with pytest.raises(InputError, match=r"rollout: .*settings\.min_samples"):
+        parse_pipeline({**MINIMAL, **keep, "rollout": {"settings": {"min_samples": 0}}}, "p.yaml")
+    with pytest.raises(InputError, match="come from the run"):
+        parse_pipeline({**MINIMAL, **keep, "rollout": {"settings": {"control": {}}}}, "p.yaml")
+
+
+def test_rollout_config_points_the_gateway_at_both_servers(tmp_path):
+    from types import SimpleNamespace
+
+    from quantship.pipeline.runner import rollout_config
+    from quantship.rollout.config import load_config
+
+    control = SimpleNamespace(base_url="http://127.0.0.1:8000/v1", served_model_name="SmolLM2-135M-Instruct")
+    treatment = SimpleNamespace(base_url="http://127.0.0.1:8001/v1", served_model_name="q4km-mp2")
+    config = rollout_config("demo", "q4km-mp2", control, treatment, tmp_path, {"min_samples": 50})
+    path = tmp_path / "rollout.yaml"
+    path.write_text(yaml.safe_dump(config))
+    loaded = load_config(path)
+    assert (loaded.control.url, loaded.treatment.model) == ("http://127.0.0.1:8000", "q4km-mp2")
+    assert loaded.experiment == "demo-q4km-mp2" and loaded.min_samples == 50
+    assert loaded.store == f"sqlite:///{tmp_path / 'rollout' / 'state.db'}"

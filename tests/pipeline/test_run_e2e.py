@@ -85,4 +85,5 @@ def test_gate_stops_then_resume_serves_benches_and_rerun_keeps(demo_checkpoint, 
     again = quantship("run", str(_pipeline(tmp_path, demo_checkpoint, 0.10)), cwd=tmp_path)
     assert again.returncode == 0, again.stderr[-2000:]
     assert _server_logs(run) == logs  # nothing was started
-    assert _statuses(again.stdout) == {"plan": "off", **{s: "kept" for s in ("baseline", "calibrate", "quantize", "validate", "serve", "bench")}}
+    kept = ("baseline", "calibrate", "quantize", "validate", "serve", "bench")
+    assert _statuses(again.stdout) == {"plan": "off", "rollout": "off", **{s: "kept" for s in kept}}

@@ -11,7 +11,7 @@ def register(app: typer.Typer) -> None:
     @app.command("run")
     def run(
         pipeline: Path = typer.Argument(..., help="pipeline.yaml (see examples/ and docs/pipeline.md)."),
-        start: str = typer.Option(None, "--from", help="First stage to run: plan, baseline, calibrate, quantize, validate, serve, bench."),
+        start: str = typer.Option(None, "--from", help="First stage to run: plan, baseline, calibrate, quantize, validate, serve, bench, rollout."),
         until: str = typer.Option(None, "--until", help="Last stage to run."),
         force: bool = typer.Option(False, "--force", help="Redo stages even if their inputs and options are unchanged."),
         check: bool = typer.Option(False, "--check", help="Only validate pipeline.yaml and print the run directory."),
@@ -39,7 +39,8 @@ def register(app: typer.Typer) -> None:
             _print_summary(runner.result)
             raise
         _print_summary(result)
-        for label, path in (("selected", result.selected), ("model card", result.model_card), ("report", result.report), ("bench", result.bench)):
+        for label, path in (("selected", result.selected), ("model card", result.model_card), ("report", result.report), ("bench", result.bench),
+                            ("rollout config", result.rollout)):
             if path is not None:
                 typer.echo(f"{label}: {path}")
 

@@ -9,7 +9,7 @@ the dotted path of the key (`validate.thresholds.max_perplexity_delta`).
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError, model_validator
@@ -22,7 +22,7 @@ from quantship.validate.gate import Thresholds
 from quantship.validate.select import POLICIES
 from quantship.validate.tasks import BUILTIN_TASKS
 
-STAGES = ("plan", "baseline", "calibrate", "quantize", "validate", "serve", "bench")
+STAGES = ("plan", "baseline", "calibrate", "quantize", "validate", "serve", "bench", "rollout")
 
 
 class _Section(BaseModel):
@@ -95,6 +95,27 @@ class BenchSection(_Section):
     timeout_s: float = Field(300.0, gt=0)
 
 
+class RolloutSection(_Section):
+    """A canary gateway in front of both servers: the run writes its rollout.yaml and leaves the servers up."""
+
+    enabled: bool = True
+    settings: dict[str, Any] = Field(default_factory=dict)  # rollout.yaml keys (docs/rollout.md) but the three below
+
+    @model_validator(mode="after")
+    def _valid_rollout_keys(self) -> RolloutSection:
+        from quantship.rollout.config import RolloutConfig
+
+        if taken := sorted({"experiment", "control", "treatment"} & set(self.settings)):
+            raise ValueError(f"{', '.join(taken)} come from the run (its name and the two servers); remove them")
+        placeholder = {"url": "http://127.0.0.1:1", "model": "m"}
+        try:
+            RolloutConfig.model_validate({"experiment": "x", "control": placeholder, "treatment": placeholder, **self.settings})
+        except ValidationError as error:
+            first = error.errors()[0]
+            raise ValueError(f"settings.{'.'.join(str(p) for p in first['loc'])}: {first['msg']}") from None
+        return self
+
+
 class PipelineConfig(_Section):
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
     model: str  # a local checkpoint folder, `demo` (the offline demo model) or hf:ORG/NAME[@REVISION]
@@ -106,6 +127,7 @@ class PipelineConfig(_Section):
     validate_: ValidateSection = Field(default_factory=ValidateSection, alias="validate")
     serve: ServeSection = Field(default_factory=ServeSection)
     bench: BenchSection = Field(default_factory=BenchSection)
+    rollout: RolloutSection | None = None
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
@@ -113,6 +135,8 @@ class PipelineConfig(_Section):
     def _bench_needs_serve(self) -> PipelineConfig:
         if self.bench.enabled and not self.serve.enabled:
             raise ValueError("bench.enabled needs serve.enabled (bench measures the served endpoints)")
+        if self.rollout is not None and self.rollout.enabled and not self.serve.keep_running:
+            raise ValueError("rollout needs serve.keep_running: true (the gateway routes to the servers the run leaves up)")
         return self
 
     def resolved_run_dir(self, base: Path) -> Path:

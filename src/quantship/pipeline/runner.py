@@ -20,7 +20,7 @@ from rich.console import Console
 from quantship.errors import GateFailed, InputError, QuantshipError
 from quantship.pipeline.config import STAGES, PipelineConfig
 from quantship.pipeline.model_source import resolve_model
-from quantship.rundir import RunDir, atomic_write_json, read_json, sha256_json
+from quantship.rundir import RunDir, atomic_write_json, atomic_write_text, read_json, sha256_json
 
 STATE = "pipeline.json"
 BENCH_TAG = "pipeline"
@@ -43,6 +43,7 @@ class PipelineResult:
     report: Path | None = None
     bench: Path | None = None
     model_card: Path | None = None
+    rollout: Path | None = None
 
 
 def stage_range(start: str | None, until: str | None) -> list[str]:
@@ -238,6 +239,20 @@ class Pipeline:
         report.key = key
         return report
 
+    def _rollout(self, state: dict) -> StageReport:
+        section = self.config.rollout
+        if section is None or not section.enabled:
+            return StageReport("rollout", "off", "no rollout: section")
+        import yaml
+
+        servers = self._ensure_servers()
+        (control_label, control), (variant, treatment) = servers.items()
+        config = rollout_config(self.config.name, variant, control, treatment, self.run.root, section.settings)
+        path = self.run.root / "rollout" / "rollout.yaml"
+        atomic_write_text(path, yaml.safe_dump(config, sort_keys=False))
+        self.result.rollout = path
+        return StageReport("rollout", "ran", f"start the canary gateway: quantship rollout serve --config {path}")
+
     # -- servers and bench -----------------------------------------------------------
 
     def _ensure_servers(self) -> dict[str, Any]:
@@ -295,6 +310,20 @@ class Pipeline:
         if dead:
             raise QuantshipError(f"every request to {dead[0].endpoint} at concurrency {dead[0].level:g} failed", f"see the server logs under {self.run.root / 'serve' / 'logs'}")
         return StageReport("bench", "ran", _throughput_line(report))
+
+
+def rollout_config(name: str, variant: str, control, treatment, run_root: Path, settings: dict[str, Any]) -> dict[str, Any]:
+    """rollout.yaml for a gateway in front of the baseline (control) and the selected variant (treatment)."""
+    from quantship.rollout.config import RolloutConfig
+
+    config = {
+        "experiment": f"{name}-{variant}",
+        "control": {"url": control.base_url, "model": control.served_model_name},
+        "treatment": {"url": treatment.base_url, "model": treatment.served_model_name},
+        "store": f"sqlite:///{(run_root / 'rollout' / 'state.db').absolute()}",
+        **settings,
+    }
+    return RolloutConfig.model_validate(config).model_dump(mode="json")
 
 
 def _throughput_line(report) -> str:
