@@ -45,7 +45,9 @@ def register(app: typer.Typer) -> None:
             None, "--bandwidth-gbs", min=0.1, help="Memory bandwidth override (CPU default: measured)."
         ),
         measurements: Path | None = typer.Option(
-            None, "--measurements", help="JSON of measured decode tokens/s per format; re-ranks the formats."
+            None,
+            "--measurements",
+            help="JSON of measured decode tokens/s per format (e.g. an earlier plan/measurements.json); re-ranks.",
         ),
         measure: bool = typer.Option(
             False,
