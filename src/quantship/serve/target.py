@@ -89,7 +89,7 @@ def from_variant(run_dir: Path, variant: str) -> ServeTarget:
             f"variant {variant}: manifest says format {declared!r} but the files are {target.format!r}",
             f"re-run `quantship quantize --run-dir {run_dir}` for this variant",
         )
-    scheme = (manifest.get("params") or {}).get("scheme")
+    scheme = manifest.get("scheme") or (manifest.get("params") or {}).get("scheme")
     gguf_type = str(scheme).upper() if target.format == "gguf" and scheme else target.gguf_type
     return ServeTarget(
         path=target.path,
