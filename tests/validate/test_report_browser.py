@@ -30,11 +30,27 @@ def _verdict(variant: str, bits: float, delta: float, passed: bool) -> dict:
     }
 
 
+def _gguf_recovery() -> dict:
+    """A --recover record of a GGUF variant as recover.py writes it: a screened failing step, then a pass."""
+    layers = [{"layer": f"model.layers.{i}", "pattern": rf"model\.layers\.{i}\.", "score": s, "modules": 7, "weight_relative_error": 0.09}
+              for i, s in [(29, 0.048), (11, 0.043), (2, 0.012)]]
+    steps = [
+        {"variant": "q4_0-mp2", "kept_blocks": ["model.layers.29", "model.layers.11"], "quantize_status": "done", "bits_per_weight": 5.55,
+         "error": None, "passed": False, "screened": True, "failed_checks": ["perplexity"], "perplexity_delta": 0.152},
+        {"variant": "q4_0-mp4", "kept_blocks": ["model.layers.29", "model.layers.11", "model.layers.2", "model.layers.1"],
+         "quantize_status": "done", "bits_per_weight": 5.75, "error": None, "passed": True, "failed_checks": [], "perplexity_delta": 0.081},
+    ]
+    return {"variant": "q4_0", "format": "gguf", "scheme": "Q4_0", "bits_per_weight": 5.35, "budget_bits_per_weight": 8.0,
+            "sensitivity": {"layers": layers, "tokens": 256, "method": "KL when only this block is quantized"},
+            "precision": "8bit", "kept_type": "Q8_0", "steps": steps, "recovered": "q4_0-mp4", "outcome": "q4_0-mp4 passes at 5.750 bits/weight"}
+
+
 @pytest.mark.skipif(not CHROMIUM.exists(), reason="Debian chromium is not installed (apt-get install -y chromium)")
 def test_report_renders_in_headless_chromium(tmp_path):
     run = RunDir(tmp_path / "run")
     atomic_write_json(run.root / "validation" / "q8.json", _verdict("q8", 8.5, 0.01, True))
     atomic_write_json(run.root / "validation" / "q2.json", _verdict("q2", 2.9, 0.9, False))
+    atomic_write_json(run.root / "validation" / "q4_0.recovery.json", _gguf_recovery())
     report = write_report(run)
     shot = tmp_path / "shot.png"
     profile = tmp_path / "profile"
@@ -44,8 +60,14 @@ def test_report_renders_in_headless_chromium(tmp_path):
     assert "<table id=\"checks\">" in dom and "<table id=\"divergences\">" in dom
     assert "&lt;a fisher&gt;" in dom  # generations are escaped, not injected
     images = re.findall(r'<img alt="([^"]+)" src="data:image/png;base64,([A-Za-z0-9+/=]{200,})"', dom)
-    assert {alt for alt, _ in images} == {"bits per weight vs perplexity change", "per-position KL histogram"}
-    assert dom.count('class="fail">FAIL') == 1 and dom.count('class="pass">PASS') == 1
+    assert {alt for alt, _ in images} == {"bits per weight vs perplexity change", "per-position KL histogram", "sensitivity of q4_0"}
+    assert "--recover q4_0</b> (gguf Q4_0, 5.35 bits/weight; budget 8 bits/weight, blocks kept at Q8_0): q4_0-mp4 passes" in dom
+    recovery = re.findall(r"<tr><td>(q4_0-mp\d)</td><td>([^<]*)</td><td>([^<]*)</td><td>([^<]*)</td><td class=\"(\w+)\">([^<]*)</td></tr>", dom)
+    assert recovery == [
+        ("q4_0-mp2", "2: 29, 11", "5.55", "+15.2%", "fail", "FAIL perplexity (window screen)"),
+        ("q4_0-mp4", "4: 29, 11, 2, 1", "5.75", "+8.1%", "pass", "PASS"),
+    ]
+    assert dom.count('class="fail">FAIL') == 2 and dom.count('class="pass">PASS') == 2
     shutil.rmtree(profile, ignore_errors=True)
     subprocess.run([*common, f"--screenshot={shot}", "--window-size=1200,2400", report.as_uri()],
                    capture_output=True, timeout=180, check=True)

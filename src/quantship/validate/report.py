@@ -35,16 +35,37 @@ def load_recoveries(run_dir: RunDir) -> list[dict[str, Any]]:
 
 
 def _recovery_table(record: dict[str, Any]) -> str:
+    """One row per --recover step: the blocks it kept, its measured size, its verdict."""
     rows = "".join(
-        f"<tr><td>{_esc(s['variant'])}</td><td>{len(s['kept_blocks'])}</td><td>{_fmt(s.get('bits_per_weight'))}</td>"
-        f"<td>{'PASS' if s.get('passed') else 'over budget' if s.get('over_budget') else 'FAIL ' + _esc(', '.join(s.get('failed_checks') or [s.get('error') or '']))}</td></tr>"
+        f'<tr><td>{_esc(s["variant"])}</td><td>{len(s["kept_blocks"])}: {_esc(", ".join(_short(b) for b in s["kept_blocks"]))}</td>'
+        f'<td>{_fmt(s.get("bits_per_weight"))}</td><td>{_pct(s.get("perplexity_delta"))}</td>'
+        f'<td class="{"pass" if s.get("passed") else "fail"}">{_step_verdict(s)}</td></tr>'
         for s in record["steps"]
     )
+    source = f'{_esc(record.get("format", ""))} {_esc(record.get("scheme", ""))}, {_fmt(record.get("bits_per_weight"))} bits/weight'
     return (
-        f'<p><b>--recover {_esc(record["variant"])}</b> (budget {_fmt(record["budget_bits_per_weight"])} bits/weight, '
-        f'blocks kept at {_esc(record["precision"])}): {_esc(record["outcome"])}</p>'
-        f'<table class="recovery"><tr><th>step variant</th><th>blocks kept</th><th>bits/weight</th><th>verdict</th></tr>{rows}</table>'
+        f'<p><b>--recover {_esc(record["variant"])}</b> ({source}; budget {_fmt(record["budget_bits_per_weight"])} bits/weight, '
+        f'blocks kept at {_esc(record.get("kept_type") or record["precision"])}): {_esc(record["outcome"])}</p>'
+        f'<table class="recovery"><tr><th>step variant</th><th>blocks kept</th><th>bits/weight</th><th>perplexity change</th>'
+        f"<th>verdict</th></tr>{rows}</table>"
     )
+
+
+def _short(block: str) -> str:
+    return block.removeprefix("model.layers.")
+
+
+def _pct(value: Any) -> str:
+    return "—" if value is None else f"{100 * value:+.1f}%"
+
+
+def _step_verdict(step: dict[str, Any]) -> str:
+    if step.get("passed"):
+        return "PASS"
+    if step.get("over_budget"):
+        return "over budget"
+    failed = _esc(", ".join(step.get("failed_checks") or [step.get("error") or ""]))
+    return f"FAIL {failed} (window screen)" if step.get("screened") else f"FAIL {failed}"
 
 
 def _esc(value: Any) -> str:
@@ -120,7 +141,7 @@ def write_report(run_dir: RunDir) -> Path:
     sensitivity = ""
     for record in load_recoveries(run_dir):
         layers = record["sensitivity"]["layers"]
-        sensitivity += _img(sensitivity_chart(layers, f"{record['variant']}: per-block sensitivity"), f"sensitivity of {record['variant']}")
+        sensitivity += _img(sensitivity_chart(layers, f"{record['variant']} ({record.get('format', '')} {record.get('scheme', '')}): per-block sensitivity"), f"sensitivity of {record['variant']}")
         sensitivity += _recovery_table(record)
     page = f"""<!doctype html><html><head><meta charset="utf-8"><title>quantship validation: {_esc(run_dir.root.name)}</title>
 <style>{_CSS}</style></head><body><h1>quantship validation — {_esc(run_dir.root.name)}</h1>
