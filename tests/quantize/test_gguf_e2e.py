@@ -54,6 +54,10 @@ def file_types(path) -> dict[str, str]:
     return {t.name: t.tensor_type.name for t in GGUFReader(path).tensors}
 
 
+def tensor_bytes(path) -> dict[str, bytes]:
+    return {t.name: bytes(t.data) for t in GGUFReader(path).tensors}
+
+
 def greedy(path, max_tokens: int = 4) -> str:
     from llama_cpp import Llama
 
@@ -113,6 +117,21 @@ def test_q4_k_m_with_imatrix_uses_the_calibration_text(ctx):
     text = greedy(out_dir / "model.gguf")
     print(f"\nQ4_K_M+imatrix: {output.bits_per_weight} bpw, greedy continuation: {text!r}")
     assert text.strip()
+
+
+def test_variants_of_one_run_share_one_conversion_and_one_importance_matrix(ctx):
+    """Recovery requantizes repeatedly: the BF16 GGUF and the imatrix are made once per run."""
+    cache = ctx.run_dir.root / "cache" / "gguf"
+    conversions = sorted(cache.glob("model-*-bf16.gguf"))
+    assert len(conversions) == 1
+    stamp = conversions[0].stat().st_mtime_ns
+    out_dir, output = produce(ctx, name="q4km-imatrix-again", method="gguf", scheme="Q4_K_M", imatrix=True)
+    assert sorted(cache.glob("model-*-bf16.gguf")) == conversions and conversions[0].stat().st_mtime_ns == stamp
+    assert len(list(cache.glob("imatrix-*.gguf"))) == 1
+    assert output.details["imatrix"]["chunks_computed"] > 0  # read back from the cached run's log
+    first = ctx.run_dir.root / "out" / "q4km-imatrix" / "model.gguf"
+    assert tensor_bytes(out_dir / "model.gguf") == tensor_bytes(first)  # metadata differs: it names the imatrix path
+    assert not list(cache.glob(".partial-*"))
 
 
 def test_layer_overrides_keep_named_layers_at_higher_precision(ctx):

@@ -26,6 +26,7 @@ from typing import Any
 from quantship.envs import llamacpp
 from quantship.errors import InputError, QuantshipError
 from quantship.quantize.base import QuantizeContext, VariantOutput
+from quantship.quantize.gguf_cache import cache_key, cached_file
 from quantship.quantize.gguf_inspect import GGUFSummary, parse_fallbacks, read_summary
 from quantship.quantize.gguf_names import (
     checkpoint_weight_names,
@@ -38,6 +39,7 @@ from quantship.quantize.gguf_tokcheck import check_tokenizer
 from quantship.quantize.gguf_tools import IMATRIX_STEP, QUANTIZE_STEP, run_tool
 from quantship.quantize.gguf_types import FLOAT_TYPES, SCHEMES, GGUFScheme, scheme_for
 from quantship.quantize.spec import VariantSpec
+from quantship.rundir import sha256_json
 
 GGUF_FILE = "model.gguf"
 IMATRIX_FILE = "imatrix.gguf"
@@ -100,14 +102,24 @@ def produce_gguf(
     target = out_dir / GGUF_FILE
     try:
         outtype = "f16" if scheme.name == "F16" else "bf16"
-        float_file = target if not scheme.quantized else work / f"model-{outtype}.gguf"
-        run_tool(
-            f"{spec.name}: convert to GGUF {outtype.upper()}",
-            [sys.executable, str(toolchain.converter), str(checkpoint), "--outfile", str(float_file), "--outtype", outtype],
-            logs / "convert.log",
-            ctx.console,
-            env=toolchain.converter_env(),
-        )
+
+        def convert(out: Path) -> None:
+            run_tool(
+                f"{spec.name}: convert to GGUF {outtype.upper()}",
+                [sys.executable, str(toolchain.converter), str(checkpoint), "--outfile", str(out), "--outtype", outtype],
+                logs / "convert.log",
+                ctx.console,
+                env=toolchain.converter_env(),
+            )
+
+        if scheme.quantized:
+            key = cache_key(ctx.run_dir, checkpoint, outtype=outtype, gguf_py=_vendored_gguf_version(toolchain), build=toolchain.llama_cpp_build)
+            float_file, reused = cached_file(ctx.run_dir, f"model-{key}-{outtype}.gguf", convert)
+            if reused:
+                ctx.console.print(f"{spec.name}: reusing this run's GGUF {outtype.upper()} conversion ({float_file.name})")
+        else:
+            float_file = target
+            convert(target)
         source = read_summary(float_file)
         tokenizer_check = check_tokenizer(float_file, checkpoint, source.vocab)
         details: dict[str, Any] = {
@@ -204,15 +216,30 @@ def _imatrix(
     assert calibration is not None, "check() requires calibration for imatrix"
     seq_len = int(calibration.stats["seq_len"])
     samples = int(calibration.stats["samples"])
-    output = run_tool(
-        f"{spec.name}: importance matrix over {samples} calibration windows",
-        [str(toolchain.llama_imatrix), "-m", str(float_file), "-f", str(calibration.text_path), "-o", str(out_file),
-         "-c", str(seq_len), "--chunks", str(samples), "-t", threads],
-        logs / "imatrix.log",
-        ctx.console,
-        step=IMATRIX_STEP,
-        total=samples,
-    )
+    log = logs / "imatrix.log"
+
+    # The float file's cached name already carries the checkpoint and converter identity.
+    name = f"imatrix-{sha256_json({'model': float_file.name, 'calibration': calibration.sha256})[:24]}.gguf"
+
+    def compute(out: Path) -> None:
+        run_tool(
+            f"{spec.name}: importance matrix over {samples} calibration windows",
+            [str(toolchain.llama_imatrix), "-m", str(float_file), "-f", str(calibration.text_path), "-o", str(out),
+             "-c", str(seq_len), "--chunks", str(samples), "-t", threads],
+            log,
+            ctx.console,
+            step=IMATRIX_STEP,
+            total=samples,
+        )
+        shutil.copyfile(log, out.parent / f"{name}.log")  # its output is what the manifest reads
+
+    cached, reused = cached_file(ctx.run_dir, name, compute)
+    shutil.copyfile(cached, out_file)
+    if reused:
+        ctx.console.print(f"{spec.name}: reusing this run's importance matrix ({cached.name})")
+        log.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(cached.parent / f"{name}.log", log)
+    output = log.read_text(encoding="utf-8", errors="replace")
     chunks = [int(n) for n in IMATRIX_STEP.findall(output)]
     final_ppl = next((line.split("=", 1)[1].split("+/-")[0].strip() for line in output.splitlines() if line.startswith("Final estimate: PPL")), None)
     return {
