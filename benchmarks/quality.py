@@ -3,8 +3,9 @@
 1. llm-compressor GPTQ W4A16 with the largest group size that divides every layer, no
    overrides: what a user runs by hand (quantship's llm-compressor backend, spec only).
 2. llama.cpp Q4_K_M with an importance matrix from the run's calibration text.
-3. quantship's best auto-selected variant: `--recover` on (1) with a bits-per-weight
-   budget equal to the larger of (1) and (2), then `smallest-passing` over everything.
+3. quantship's best auto-selected variant: `--recover` on whichever of (1) and (2)
+   fails the gate (llm-compressor and GGUF both recover), with a bits-per-weight budget
+   equal to the larger of (1) and (2), then `smallest-passing` over everything.
 
 Every variant is validated by `quantship.validate` against the same baseline windows
 (perplexity delta, top-k+tail KL, top-1, greedy, probes, long context); the JSON holds
@@ -12,7 +13,7 @@ those numbers and each variant's measured bits/weight. A variant that cannot be 
 here (e.g. the GGUF converter refusing the checkpoint's tokenizer) is recorded with the
 error, not dropped. Needs a run directory with baseline and calibration stages.
 
-    python benchmarks/quality.py --run-dir runs/demo [--long-windows 1] [--tasks none]
+    python benchmarks/quality.py --run-dir runs/demo [--long-windows 1] [--tasks none] [--blocks-per-step 4]
 """
 
 from __future__ import annotations
@@ -57,6 +58,7 @@ def main() -> None:
     parser.add_argument("--run-dir", type=Path, default=Path("runs/demo"))
     parser.add_argument("--long-windows", type=int, default=1)
     parser.add_argument("--tasks", default="none", help="comma-separated lm-eval tasks, or none")
+    parser.add_argument("--blocks-per-step", type=int, default=4, help="--recover: blocks moved to 8-bit per step")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "quality.json")
     args = parser.parse_args()
 
@@ -80,16 +82,15 @@ def main() -> None:
         rows[label] = summary(validate_variant(run, spec.name, baseline, thresholds, options, console))
         print(f"{label}: {rows[label]}", flush=True)
 
-    budgets = [r["bits_per_weight"] for r in rows.values() if r.get("bits_per_weight")]
-    gptq = rows["gptq-w4a16"]
-    recovery = None
-    if "error" not in gptq and not gptq["passed"]:
-        recovery = recover_variant(
-            run, gptq["variant"], baseline, thresholds, options, RecoverOptions(max_bits_per_weight=max(budgets)), console
-        )
+    budget = max((r["bits_per_weight"] for r in rows.values() if r.get("bits_per_weight")), default=None)
+    recoveries: dict[str, dict] = {}
+    for label, row in rows.items():
+        if budget is not None and "error" not in row and not row["passed"]:
+            settings = RecoverOptions(max_bits_per_weight=budget, blocks_per_step=args.blocks_per_step)
+            recoveries[label] = recover_variant(run, row["variant"], baseline, thresholds, options, settings, console)
+            print(f"recover {label}: {recoveries[label]['outcome']}", flush=True)
     candidates = [r["variant"] for r in rows.values() if "error" not in r]
-    if recovery and recovery["recovered"]:
-        candidates.append(recovery["recovered"])
+    candidates += [r["recovered"] for r in recoveries.values() if r["recovered"]]
     results = [read_json(validation_path(run, v)) for v in candidates]
     chosen = select_variant(run, results, "smallest-passing")
     rows["quantship-auto"] = (
@@ -105,7 +106,8 @@ def main() -> None:
             "baseline_perplexity": baseline.perplexity,
             "thresholds": thresholds.model_dump(),
             "variants": rows,
-            "recovery": recovery,
+            "budget_bits_per_weight": budget,
+            "recoveries": recoveries,
             "selection": chosen,
             "wall_time_s": round(time.time() - started, 1),
             "caveat": CAVEAT,
