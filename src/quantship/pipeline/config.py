@@ -58,6 +58,7 @@ class RecoverSection(_Section):
 class ValidateSection(_Section):
     thresholds: Thresholds = Field(default_factory=Thresholds)
     tasks: list[str] = Field(default_factory=lambda: list(BUILTIN_TASKS))
+    task_items: int = Field(100, ge=10)  # items per built-in offline task
     long_window: int = Field(2048, ge=2)
     long_windows: int = Field(2, ge=1)
     recover: RecoverSection | None = None  # absent: failing variants stay failed

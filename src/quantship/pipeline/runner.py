@@ -178,7 +178,9 @@ class Pipeline:
 
         section = self.config.validate_
         names = [v.name for v in self.config.quantize.variants if v.name in set(all_variants(self.run))]
-        options = ValidateOptions(long_window=section.long_window, long_windows=section.long_windows, tasks=list(section.tasks))
+        options = ValidateOptions(
+            long_window=section.long_window, long_windows=section.long_windows, tasks=list(section.tasks), task_items=section.task_items
+        )
         recover = RecoverOptions(**section.recover.model_dump()) if section.recover is not None else None
         started = _now()
         outcome = run_validate(self.run, names, section.thresholds, options, self.console, recover, section.select, self.force)
