@@ -21,7 +21,7 @@ def register(app: typer.Typer) -> None:
         min_top1: float = typer.Option(None, "--min-top1-agreement", help="Fail below this same-top-token rate (default 0.90)."),
         long_window: int = typer.Option(2048, "--long-window", help="Longest window for the long-context slice (capped by the model)."),
         long_windows: int = typer.Option(2, "--long-windows", help="Number of long windows."),
-        recover: bool = typer.Option(False, "--recover", help="For failing llm-compressor variants: keep the most sensitive blocks at 8-bit, requantize, revalidate."),
+        recover: bool = typer.Option(False, "--recover", help="For failing llm-compressor or GGUF variants: keep the most sensitive blocks at 8-bit (W8A16 / Q8_0), requantize, revalidate."),
         max_bits_per_weight: float = typer.Option(8.0, "--max-bits-per-weight", help="--recover stops before a variant exceeds this size."),
         blocks_per_step: int = typer.Option(2, "--blocks-per-step", help="--recover: blocks moved to higher precision per step."),
         tasks: str = typer.Option(
