@@ -31,7 +31,7 @@ from quantship.rundir import RunDir, atomic_write_json
 from quantship.validate.baseline_data import BaselineData
 from quantship.models.loading import load_tokenizer
 from quantship.validate.gate import Thresholds, failed_checks
-from quantship.validate.run import VALIDATION_DIR, ValidateOptions, _measure_windows, validate_variant, variant_manifest
+from quantship.validate.run import VALIDATION_DIR, ValidateOptions, measure_windows, validate_variant, variant_manifest
 from quantship.validate.scorers import open_scorer
 from quantship.validate.sensitivity import block_sensitivity, variant_weights
 
@@ -138,7 +138,7 @@ def _screen(run_dir: RunDir, variant: str, baseline: BaselineData, thresholds: T
     except Exception:  # validate_variant records the same failure as a failed check
         return None
     try:
-        checks, delta = _measure_windows(scorer, baseline, thresholds, options, console, {})
+        checks, delta = measure_windows(scorer, baseline, thresholds, options, console, {})
     except Exception:  # as above
         return None
     finally:

@@ -151,7 +151,7 @@ def _with_bar(console: Console, label: str, total: int, fn):
 def _window_checks(scorer, baseline, thresholds, options, console, checks, extras) -> float | None:
     """Perplexity, KL mean/p99 and top-1 from one pass; any failure marks all four as errored."""
     try:
-        measured, delta = _measure_windows(scorer, baseline, thresholds, options, console, extras)
+        measured, delta = measure_windows(scorer, baseline, thresholds, options, console, extras)
     except KeyboardInterrupt:
         raise
     except Exception as error:
@@ -161,7 +161,8 @@ def _window_checks(scorer, baseline, thresholds, options, console, checks, extra
     return delta
 
 
-def _measure_windows(scorer, baseline, thresholds, options, console, extras) -> tuple[list[CheckResult], float]:
+def measure_windows(scorer, baseline, thresholds, options, console, extras) -> tuple[list[CheckResult], float]:
+    """Perplexity, KL mean/p99 and top-1 on the baseline's windows; also --recover's cheap screen."""
     with progress_bar("perplexity + KL", baseline.plan.input_ids.numel(), "tok", console) as advance:
         cmp = compare_windows(scorer.logits, baseline.plan, baseline.topk_ids, baseline.topk_logprobs, options.batch_size, advance)
     delta = cmp.perplexity / baseline.perplexity - 1
