@@ -11,7 +11,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError, model_validator
 
 from quantship.errors import InputError
@@ -21,6 +20,7 @@ from quantship.stages.calibrate import CalibrationOptions
 from quantship.validate.gate import Thresholds
 from quantship.validate.select import POLICIES
 from quantship.validate.tasks import BUILTIN_TASKS
+from quantship.yamlfile import read_yaml
 
 STAGES = ("plan", "baseline", "calibrate", "quantize", "validate", "serve", "bench", "rollout")
 
@@ -158,13 +158,5 @@ def parse_pipeline(data: object, origin: str) -> PipelineConfig:
 
 
 def load_pipeline(path: Path) -> PipelineConfig:
-    path = Path(path)
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise InputError(f"pipeline file {path} does not exist", "pass the path of a pipeline.yaml (e.g. examples/demo/pipeline.yaml)") from None
-    except yaml.YAMLError as error:
-        mark = getattr(error, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark is not None else ""
-        raise InputError(f"{path} is not valid YAML{where}", "fix the YAML syntax") from None
+    data = read_yaml(path, "pipeline file", "pass the path of a pipeline.yaml (e.g. examples/demo/pipeline.yaml)")
     return parse_pipeline(data, str(path))

@@ -10,23 +10,15 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import ValidationError
 
 from quantship.errors import InputError
 from quantship.quantize.spec import VariantSpec
+from quantship.yamlfile import read_yaml
 
 
 def load_variants(path: Path) -> list[VariantSpec]:
-    path = Path(path)
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise InputError(f"variants file {path} does not exist", "pass the path of a YAML list of variants") from None
-    except yaml.YAMLError as error:
-        mark = getattr(error, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark is not None else ""
-        raise InputError(f"{path} is not valid YAML{where}", "fix the YAML syntax") from None
+    data = read_yaml(path, "variants file", "pass the path of a YAML list of variants")
     return parse_variants(data, str(path))
 
 
