@@ -121,7 +121,7 @@ def status() -> dict:
         _installed_bindings_version() == LLAMA_CPP_PYTHON_VERSION and (_bindings_lib_dir() / "libllama.so").exists()
     )
     if stamp is not None and not bindings_ready:
-        missing.append(f"{PACKAGE} bindings in {sys.prefix}")
+        missing.append(_missing_bindings())
     return {
         "name": "llama.cpp",
         "version": LLAMA_CPP_PYTHON_VERSION,
@@ -133,6 +133,10 @@ def status() -> dict:
         "stamp": stamp,
         "setup_command": "quantship setup llama.cpp",
     }
+
+
+def _missing_bindings() -> str:
+    return f"{PACKAGE} bindings in {sys.prefix}"
 
 
 def load() -> Toolchain:
@@ -157,8 +161,17 @@ def load() -> Toolchain:
 def setup(console: Console, force: bool = False) -> Toolchain:
     """Download, build and install the pinned toolchain (idempotent, resumable)."""
     root = env_dir()
-    if status()["ready"] and not force:
+    state = status()
+    if state["ready"] and not force:
         console.print(f"llama.cpp toolchain {LLAMA_CPP_PYTHON_VERSION} is already set up in {root}")
+        return load()
+    if not force and state["stamp"] is not None and state["missing"] == [_missing_bindings()]:
+        # The shared build is complete; only this interpreter lacks the bindings. The stamp
+        # stays: other environments are using the build right now.
+        console.print(f"llama.cpp build ready in {root}; installing its Python bindings into {sys.prefix}")
+        with open(log_path(), "a", encoding="utf-8") as log:
+            runner = _Runner(console, log, time.monotonic())
+            _install_bindings(_download(root, runner), _build_dir(root) / "bin", runner)
         return load()
     _require_tools()
     root.mkdir(parents=True, exist_ok=True)
