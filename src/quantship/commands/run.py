@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 from pathlib import Path
 
 import typer
@@ -33,11 +34,15 @@ def register(app: typer.Typer) -> None:
         if check:
             typer.echo(f"{pipeline}: valid; run directory {runner.run.root}; stages {', '.join(stages)}")
             return
+        # SIGTERM (a CI job's cancel, `kill`) must stop the servers the run started, as Ctrl-C does.
+        previous = signal.signal(signal.SIGTERM, _raise_interrupt)
         try:
             result = runner.execute(stages)
         except QuantshipError:
             _print_summary(runner.result)
             raise
+        finally:
+            signal.signal(signal.SIGTERM, previous)
         _print_summary(result)
         for label, path in (("selected", result.selected), ("model card", result.model_card), ("report", result.report), ("bench", result.bench),
                             ("rollout config", result.rollout)):
@@ -59,3 +64,7 @@ def _print_summary(result) -> None:
         seconds = f"{stage.seconds:.0f} s" if stage.status in ("ran", "failed") else ""
         table.add_row(stage.stage, f"[{colours[stage.status]}]{stage.status}[/]", seconds, stage.detail)
     Console(width=160).print(table)
+
+
+def _raise_interrupt(*_: object) -> None:
+    raise KeyboardInterrupt
