@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 
 from quantship.commands.common import name_option, resolve_run_dir, run_dir_option
-from quantship.rundir import RunDir, atomic_write_json
+from quantship.rundir import RunDir
 
 DEFAULT_CONTEXT = 8192
 
@@ -79,10 +79,7 @@ def register(app: typer.Typer) -> None:
             ),
         )
         result = api.plan_from_args(request)
-        with rundir.stage("plan", request.fingerprint_params(result), api.input_hashes(rundir, result)) as stage:
-            atomic_write_json(stage.path("plan.json"), result.plan)
-            if result.measured is not None:
-                atomic_write_json(stage.path("measurements.json"), result.measured.model_dump(mode="json"))
+        api.write_plan(rundir, request, result)
         api.print_plan(result.plan, str(result.model_folder), result.measured)
         typer.echo(f"wrote {rundir.stage_dir('plan') / 'plan.json'}", err=True)
         if result.measured is not None:

@@ -131,8 +131,7 @@ class Pipeline:
             context_given=section.context is not None, concurrency=section.concurrency, devices=section.devices,
         )
         result = api.plan_from_args(request)
-        with self.run.stage("plan", request.fingerprint_params(result), api.input_hashes(self.run, result)) as stage:
-            atomic_write_json(stage.path("plan.json"), result.plan)
+        api.write_plan(self.run, request, result)
         chosen = result.plan.chosen
         fit = chosen.fit
         tp = f", tensor parallel {fit.tensor_parallel}" if fit is not None and getattr(fit, "tensor_parallel", None) else ""
@@ -174,10 +173,11 @@ class Pipeline:
     def _validate(self, state: dict) -> StageReport:
         from quantship.validate.recover import RecoverOptions
         from quantship.validate.run import ValidateOptions
-        from quantship.validate.stage import all_variants, run_validate
+        from quantship.quantize.stage import completed_variants
+        from quantship.validate.stage import run_validate
 
         section = self.config.validate_
-        names = [v.name for v in self.config.quantize.variants if v.name in set(all_variants(self.run))]
+        names = [v.name for v in self.config.quantize.variants if v.name in set(completed_variants(self.run))]
         options = ValidateOptions(
             long_window=section.long_window, long_windows=section.long_windows, tasks=list(section.tasks), task_items=section.task_items
         )
@@ -212,13 +212,15 @@ class Pipeline:
         recorded = state["stages"].get(stage, {})
         return not self.force and not self.config.serve.keep_running and recorded.get("key") == key and recorded.get("status") in ("ran", "kept")
 
+    def _bench_current(self, state: dict) -> bool:
+        """The recorded bench measured this variant, baseline and settings, and its folder is there."""
+        return self._unchanged(state, "bench", self._bench_key()) and self.run.manifest(f"bench/{BENCH_TAG}") is not None
+
     def _serve(self, state: dict) -> StageReport:
         if not self.config.serve.enabled:
             return StageReport("serve", "off", "serve.enabled is false")
         key = self._serve_key()
-        bench_done = not self.config.bench.enabled or (
-            self._unchanged(state, "bench", self._bench_key()) and self.run.manifest(f"bench/{BENCH_TAG}") is not None
-        )
+        bench_done = not self.config.bench.enabled or self._bench_current(state)
         if self._unchanged(state, "serve", key) and bench_done:
             report = StageReport("serve", "kept", f"unchanged since {state['stages']['serve'].get('finished_at')}")
         else:
@@ -232,7 +234,7 @@ class Pipeline:
             return StageReport("bench", "off", "bench.enabled is false")
         key = self._bench_key()
         folder = self.run.stage_dir(f"bench/{BENCH_TAG}")
-        if self._unchanged(state, "bench", key) and self.run.manifest(f"bench/{BENCH_TAG}") is not None:
+        if self._bench_current(state):
             self.result.bench = folder
             previous = state["stages"]["bench"]
             report = StageReport("bench", "kept", f"{previous.get('detail', '')} (measured {previous.get('finished_at')})")

@@ -25,9 +25,9 @@ from quantship.plan.measure import MeasureReport, MeasureSettings, load_measurem
 from quantship.plan.planner import Plan, Traffic, make_plan
 from quantship.plan.render import print_plan
 from quantship.plan.variant import VariantInfo, inspect_variant
-from quantship.rundir import RunDir
+from quantship.rundir import RunDir, atomic_write_json
 
-__all__ = ["PlanArgs", "PlanResult", "input_hashes", "plan_from_args", "print_plan"]
+__all__ = ["PlanArgs", "PlanResult", "input_hashes", "plan_from_args", "print_plan", "write_plan"]
 
 
 class PlanArgs(BaseModel):
@@ -127,6 +127,14 @@ def plan_from_args(args: PlanArgs) -> PlanResult:
     return PlanResult(
         plan=plan, model_folder=folder, config_path=folder / "config.json", variant=variant, measured=report
     )
+
+
+def write_plan(rundir: RunDir, request: PlanArgs, result: PlanResult) -> None:
+    """plan/plan.json (and measurements.json after --measure), published as one stage."""
+    with rundir.stage("plan", request.fingerprint_params(result), input_hashes(rundir, result)) as stage:
+        atomic_write_json(stage.path("plan.json"), result.plan)
+        if result.measured is not None:
+            atomic_write_json(stage.path("measurements.json"), result.measured.model_dump(mode="json"))
 
 
 def input_hashes(rundir: RunDir, result: PlanResult) -> dict[str, str]:

@@ -137,21 +137,17 @@ class Pick:
     fix: str | None = None
 
 
-def variant_names(run_dir: Path) -> list[str]:
-    """Completed variants of the run (a manifest marks a finished stage)."""
-    folder = Path(run_dir) / "variants"
-    return sorted(p.parent.name for p in folder.glob("*/manifest.json")) if folder.is_dir() else []
-
-
 def select(run_dir: Path, model_folder: Path, hardware: HardwareProfile) -> list[Pick]:
     """The checkpoint and every variant, each with its format and serve stack, or why it is skipped.
 
     One artifact per format is measured (the kernel, not the quantization method,
     sets the speed); the checkpoint comes first, then variants by name.
     """
+    from quantship.quantize.stage import completed_variants
+    from quantship.rundir import RunDir
     from quantship.serve.target import from_model_path, from_variant
 
-    names = variant_names(run_dir)
+    names = completed_variants(RunDir(run_dir))
     if not names:
         raise InputError(
             f"plan --measure needs quantized variants, and {Path(run_dir) / 'variants'} has none",

@@ -25,7 +25,7 @@ CACHE_DIR = "cache/gguf"
 
 def cache_key(run_dir: RunDir, checkpoint: Path, **identity: Any) -> str:
     """Checkpoint file hashes (hash-cached) plus whatever else decides the file."""
-    files = run_dir.hash_inputs({k: v for k, v in checkpoint_files(checkpoint).items()})
+    files = run_dir.hash_inputs(checkpoint_files(checkpoint))
     return sha256_json({"checkpoint": files, **identity})[:24]
 
 

@@ -102,6 +102,7 @@ def produce_gguf(
     target = out_dir / GGUF_FILE
     try:
         outtype = "f16" if scheme.name == "F16" else "bf16"
+        gguf_py = _vendored_gguf_version(toolchain)
 
         def convert(out: Path) -> None:
             run_tool(
@@ -113,7 +114,7 @@ def produce_gguf(
             )
 
         if scheme.quantized:
-            key = cache_key(ctx.run_dir, checkpoint, outtype=outtype, gguf_py=_vendored_gguf_version(toolchain), build=toolchain.llama_cpp_build)
+            key = cache_key(ctx.run_dir, checkpoint, outtype=outtype, gguf_py=gguf_py, build=toolchain.llama_cpp_build)
             float_file, reused = cached_file(ctx.run_dir, f"model-{key}-{outtype}.gguf", convert)
             if reused:
                 ctx.console.print(f"{spec.name}: reusing this run's GGUF {outtype.upper()} conversion ({float_file.name})")
@@ -129,7 +130,7 @@ def produce_gguf(
             "converter": {
                 "script": "convert_hf_to_gguf.py",
                 "outtype": outtype.upper(),
-                "gguf_py": _vendored_gguf_version(toolchain),
+                "gguf_py": gguf_py,
             },
             "reader_gguf": installed_gguf_version(),
             "llama_cpp": {"llama_cpp_python": toolchain.version, "build": toolchain.llama_cpp_build},

@@ -57,6 +57,12 @@ def variant_stage(name: str) -> str:
     return f"variants/{name}"
 
 
+def completed_variants(run_dir: RunDir) -> list[str]:
+    """Names of the run's finished variants (a manifest marks a published stage)."""
+    folder = run_dir.stage_dir("variants")
+    return sorted(p.parent.name for p in folder.glob("*/manifest.json")) if folder.is_dir() else []
+
+
 def run_quantize(
     run_dir: RunDir,
     specs: list[VariantSpec],

@@ -13,6 +13,7 @@ from typing import Any
 from rich.console import Console
 
 from quantship.errors import InputError
+from quantship.quantize.stage import completed_variants
 from quantship.rundir import RunDir, read_json
 from quantship.validate.baseline_data import load_baseline
 from quantship.validate.gate import Thresholds
@@ -41,11 +42,6 @@ class ValidateOutcome:
         ]
 
 
-def all_variants(run: RunDir) -> list[str]:
-    folder = run.root / "variants"
-    return sorted(p.name for p in folder.iterdir() if (p / "manifest.json").is_file()) if folder.is_dir() else []
-
-
 def run_validate(
     run: RunDir, variants: list[str] | None, thresholds: Thresholds, options: ValidateOptions, console: Console,
     recover: RecoverOptions | None = None, select: str | None = None, force: bool = False,
@@ -54,7 +50,7 @@ def run_validate(
     if select is not None and select not in POLICIES:
         raise InputError(f"unknown selection policy {select!r}", f"use one of: {', '.join(POLICIES)}")
     baseline = load_baseline(run)
-    names = variants or all_variants(run)
+    names = variants or completed_variants(run)
     if not names:
         raise InputError(f"no variants in {run.root / 'variants'}", f"run `quantship quantize --run-dir {run.root}` first")
     outcome = ValidateOutcome([validate_variant(run, v, baseline, thresholds, options, console, force=force) for v in names])
