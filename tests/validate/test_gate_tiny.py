@@ -56,6 +56,6 @@ def test_bad_input_is_one_line_exit_2(validate_run, monkeypatch, capsys, tmp_pat
     code, _, err = run_cli(monkeypatch, capsys, "--run-dir", str(validate_run.root), "--variant", "nosuch")
     assert code == 2 and "no complete variant 'nosuch'" in err
     code, _, err = run_cli(monkeypatch, capsys, "--run-dir", str(validate_run.root), "--select", "biggest")
-    assert code == 2 and "unknown --select policy" in err
+    assert code == 2 and "unknown selection policy 'biggest'" in err and "smallest-passing" in err
     code, _, err = run_cli(monkeypatch, capsys, "--run-dir", str(tmp_path / "empty"))
     assert code == 2 and "quantship baseline" in err
