@@ -56,3 +56,15 @@ def test_recover_stops_at_the_bits_budget_and_the_gate_still_fails(w4_run, monke
     record = read_json(run.root / "validation" / "w4.recovery.json")
     assert code == 1 and "w4 (kl_mean)" in err
     assert record["recovered"] is None and record["steps"][0]["over_budget"] and "over the budget" in record["outcome"]
+
+
+def test_recover_of_a_variant_already_over_the_budget_requantizes_nothing(w4_run, monkeypatch, capsys):
+    run, thresholds = w4_run
+    budget = read_json(run.root / "variants" / "w4" / "manifest.json")["bits_per_weight"] - 1e-3
+    code, out, err = run_cli(monkeypatch, capsys, "--run-dir", str(run.root), "--variant", "w4", "--thresholds", str(thresholds),
+                             *SMALL, "--max-kl-mean", "0", "--recover", "--max-bits-per-weight", str(budget))
+    record = read_json(run.root / "validation" / "w4.recovery.json")
+    assert code == 1 and "w4 (kl_mean)" in err
+    assert record["steps"] == [] and record["recovered"] is None and "not under the budget" in record["outcome"]
+    assert not list((run.root / "variants").glob("w4-mp*"))
+    assert "not under the budget" in (run.root / "report.html").read_text()

@@ -67,6 +67,14 @@ def recover_variant(
             f"--recover needs an llm-compressor or GGUF variant; {variant!r} is {manifest.get('format')}",
             "recover a compressed-tensors or GGUF variant of the quantize stage",
         )
+    bits = manifest.get("bits_per_weight")
+    if bits is not None and bits >= recover.max_bits_per_weight:
+        return _write_record(run_dir, {
+            "variant": variant, "format": manifest.get("format"), "scheme": manifest.get("scheme"), "bits_per_weight": bits,
+            "budget_bits_per_weight": recover.max_bits_per_weight, "steps": [], "recovered": None,
+            "outcome": f"{variant} already needs {bits:.3f} bits/weight, not under the budget of "
+                       f"{recover.max_bits_per_weight}: every step only adds bits",
+        }, time.time())
     ids = baseline.plan.input_ids[:1, : recover.sensitivity_tokens]
     eval_dtype = baseline.summary["eval"]["dtype"]
     folder = run_dir.stage_dir(f"variants/{variant}")
@@ -121,9 +129,13 @@ def recover_variant(
             break
     if record["steps"] and not record["outcome"]:
         record["outcome"] = "every block but one is kept at higher precision; the gate still fails"
+    return _write_record(run_dir, record, started)
+
+
+def _write_record(run_dir: RunDir, record: dict[str, Any], started: float) -> dict[str, Any]:
     record["finished_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     record["wall_time_s"] = round(time.time() - started, 1)
-    atomic_write_json(recovery_path(run_dir, variant), record)
+    atomic_write_json(recovery_path(run_dir, record["variant"]), record)
     return record
 
 

@@ -45,7 +45,7 @@ def _recovery_table(record: dict[str, Any]) -> str:
     source = f'{_esc(record.get("format", ""))} {_esc(record.get("scheme", ""))}, {_fmt(record.get("bits_per_weight"))} bits/weight'
     return (
         f'<p><b>--recover {_esc(record["variant"])}</b> ({source}; budget {_fmt(record["budget_bits_per_weight"])} bits/weight, '
-        f'blocks kept at {_esc(record.get("kept_type") or record["precision"])}): {_esc(record["outcome"])}</p>'
+        f'blocks kept at {_esc(record.get("kept_type") or record.get("precision") or "—")}): {_esc(record["outcome"])}</p>'
         f'<table class="recovery"><tr><th>step variant</th><th>blocks kept</th><th>bits/weight</th><th>perplexity change</th>'
         f"<th>verdict</th></tr>{rows}</table>"
     )
@@ -140,8 +140,9 @@ def write_report(run_dir: RunDir) -> Path:
         selected = f"<p id=\"selected\"><b>Selected ({_esc(sel['policy'])}):</b> {_esc(sel['selected'])} — {_esc(sel['reason'])}</p>"
     sensitivity = ""
     for record in load_recoveries(run_dir):
-        layers = record["sensitivity"]["layers"]
-        sensitivity += _img(sensitivity_chart(layers, f"{record['variant']} ({record.get('format', '')} {record.get('scheme', '')}): per-block sensitivity"), f"sensitivity of {record['variant']}")
+        if "sensitivity" in record:  # absent when the variant was already over the budget
+            layers = record["sensitivity"]["layers"]
+            sensitivity += _img(sensitivity_chart(layers, f"{record['variant']} ({record.get('format', '')} {record.get('scheme', '')}): per-block sensitivity"), f"sensitivity of {record['variant']}")
         sensitivity += _recovery_table(record)
     page = f"""<!doctype html><html><head><meta charset="utf-8"><title>quantship validation: {_esc(run_dir.root.name)}</title>
 <style>{_CSS}</style></head><body><h1>quantship validation — {_esc(run_dir.root.name)}</h1>
