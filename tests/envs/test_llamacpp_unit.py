@@ -49,6 +49,31 @@ def test_a_stamp_whose_files_are_gone_is_not_ready(empty_home):
         llamacpp.load()
 
 
+def test_a_build_with_other_configure_flags_is_rebuilt(empty_home, monkeypatch):
+    """An older build (e.g. with AMX kernels, which die with SIGILL on AMX CPUs) is not reused."""
+    root = llamacpp.env_dir()
+    root.mkdir(parents=True)
+    binary = root / "llama-server"
+    binary.write_text("")
+    monkeypatch.setattr(llamacpp, "_installed_bindings_version", lambda: llamacpp.LLAMA_CPP_PYTHON_VERSION)
+    monkeypatch.setattr(llamacpp, "_bindings_lib_dir", lambda: root)
+    (root / "libllama.so").write_text("")
+    stamp = {"version": "x", "llama_cpp_build": "y", "architectures": [], "paths": {"llama_server": str(binary)}}
+    atomic_write_json(root / llamacpp.STAMP, {**stamp, "cmake_flags": llamacpp.cmake_flags()})
+    assert llamacpp.status()["ready"] is True
+    atomic_write_json(root / llamacpp.STAMP, {**stamp, "cmake_flags": ["-DGGML_NATIVE=ON"]})
+    state = llamacpp.status()
+    assert state["ready"] is False and any("current configure flags" in m for m in state["missing"])
+
+
+def test_x86_builds_leave_out_amx(monkeypatch):
+    monkeypatch.setattr(llamacpp.platform, "machine", lambda: "x86_64")
+    assert "-DCMAKE_CXX_FLAGS=-mno-amx-tile -mno-amx-int8 -mno-amx-bf16" in llamacpp.cmake_flags()
+    assert "-DGGML_NATIVE=ON" in llamacpp.cmake_flags()
+    monkeypatch.setattr(llamacpp.platform, "machine", lambda: "aarch64")
+    assert not any("amx" in flag for flag in llamacpp.cmake_flags())
+
+
 def test_build_progress_lines_from_ninja_and_make():
     assert llamacpp._parse_build_step("[12/218] Building CXX object src/llama.cpp.o\n") == (12, 218)
     assert llamacpp._parse_build_step("[ 45%] Building C object ggml.c.o") == (45, 100)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import platform
 import re
 import shutil
 import subprocess
@@ -53,6 +54,11 @@ _CMAKE_FLAGS = (
     "-DLLAMA_USE_PREBUILT_UI=OFF",
     "-DLLAMA_OPENSSL=OFF",
 )
+# -march=native turns on AMX where the CPU has it (Sapphire Rapids and later), and this
+# llama.cpp's AMX kernels die with SIGILL on such machines (an invalid tile config:
+# ggml-org/llama.cpp#26954, open). GCC honours an explicit -mno-* over -march=native
+# whatever the order, so these keep every other native instruction set.
+_NO_AMX = "-mno-amx-tile -mno-amx-int8 -mno-amx-bf16"
 # The bindings' own CMake project, told not to compile llama.cpp a second time.
 _BINDINGS_CMAKE_ARGS = "-DLLAMA_BUILD=OFF -DLLAVA_BUILD=OFF"
 
@@ -105,6 +111,14 @@ def _build_dir(root: Path) -> Path:
     return root / "build"
 
 
+def cmake_flags() -> list[str]:
+    """The configure flags of this machine's build; a stamp with other flags means a rebuild."""
+    flags = list(_CMAKE_FLAGS)
+    if platform.machine().lower() in ("x86_64", "amd64"):
+        flags += [f"-DCMAKE_C_FLAGS={_NO_AMX}", f"-DCMAKE_CXX_FLAGS={_NO_AMX}"]
+    return flags
+
+
 def status() -> dict:
     """Whether the toolchain is ready and where its parts are (never builds anything)."""
     root = env_dir()
@@ -115,6 +129,8 @@ def status() -> dict:
     missing = []
     if stamp is not None:
         missing = [name for name, path in stamp["paths"].items() if not Path(path).exists()]
+        if stamp.get("cmake_flags") != cmake_flags():
+            missing.append(f"a build with the current configure flags ({' '.join(cmake_flags())})")
     # The build is shared by every environment; the bindings live in this interpreter's
     # site-packages, so a new venv (a fresh clone, CI) needs them installed again.
     bindings_ready = (
@@ -199,7 +215,7 @@ def setup(console: Console, force: bool = False) -> Toolchain:
             "llama_cpp_build": toolchain.llama_cpp_build,
             "architectures": list(toolchain.architectures),
             "paths": {k: str(v) for k, v in asdict(toolchain).items() if isinstance(v, Path)},
-            "cmake_flags": list(_CMAKE_FLAGS),
+            "cmake_flags": cmake_flags(),
             "setup_seconds": round(time.monotonic() - started, 1),
             "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         },
@@ -284,7 +300,7 @@ def _parse_build_step(line: str) -> tuple[int, int] | None:
 
 def _configure_argv(source: Path, build: Path) -> list[str]:
     generator = ["-G", "Ninja"] if shutil.which("ninja") else []
-    return ["cmake", "-S", str(source), "-B", str(build), *generator, *_CMAKE_FLAGS]
+    return ["cmake", "-S", str(source), "-B", str(build), *generator, *cmake_flags()]
 
 
 def _download(root: Path, runner: _Runner) -> Path:
