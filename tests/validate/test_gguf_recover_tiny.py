@@ -18,10 +18,12 @@ from pathlib import Path
 from quantship.envs import llamacpp
 from quantship.models.loading import load_causal_lm
 from quantship.progress import stderr_console
+from quantship.quantize.gguf_files import model_gguf
 from quantship.quantize.spec import VariantSpec
 from quantship.quantize.stage import run_quantize
 from quantship.rundir import RunDir, read_json
 from quantship.stages.baseline import BaselineOptions, run_baseline
+from quantship.stages.calibrate import CalibrationOptions, run_calibrate
 from quantship.validate.baseline_data import load_baseline
 from quantship.validate.sensitivity import block_sensitivity, variant_weights
 from tests.validate.conftest import _scale_lm_head, run_cli
@@ -45,6 +47,7 @@ def gguf_run_template(demo_checkpoint, tmp_path_factory) -> RunDir:
     _scale_lm_head(checkpoint, 10.0)
     run = RunDir(tmp_path_factory.mktemp("gruns") / "tiny")
     run_baseline(checkpoint, run, BaselineOptions(window=32, stride=32, max_windows=3, batch_size=3, topk=4, max_new_tokens=6), stderr_console())
+    run_calibrate(checkpoint, run, CalibrationOptions(samples=8, seq_len=32), stderr_console())  # for the imatrix variant
     return run
 
 
@@ -54,7 +57,7 @@ def gguf_run(gguf_run_template, tmp_path) -> RunDir:
 
 
 def _types(run, variant: str) -> dict[str, str]:
-    [path] = (run.root / "variants" / variant).glob("*.gguf")
+    path = model_gguf(run.root / "variants" / variant)
     return {t.name: t.tensor_type.name for t in GGUFReader(path).tensors}
 
 
@@ -81,8 +84,10 @@ def test_gguf_weights_map_back_to_the_checkpoint_and_a_q4_block_outranks_a_q8_bl
 
 
 def test_gguf_recover_keeps_the_most_sensitive_block_at_q8_0(gguf_run, monkeypatch, capsys, tmp_path):
-    [made] = run_quantize(gguf_run, [VariantSpec(name="g4", method="gguf", scheme="Q4_0")], stderr_console())
+    # with an importance matrix: imatrix.gguf beside model.gguf must not confuse the scorer or the sensitivity pass
+    [made] = run_quantize(gguf_run, [VariantSpec(name="g4", method="gguf", scheme="Q4_0", imatrix=True)], stderr_console())
     assert made.ok, made.error
+    assert (gguf_run.root / "variants" / "g4" / "imatrix.gguf").is_file()
     thresholds = tmp_path / "gate.yaml"
     thresholds.write_text(LOOSE)
     common = ["--run-dir", str(gguf_run.root), "--variant", "g4", "--thresholds", str(thresholds), *SMALL]

@@ -27,6 +27,7 @@ from quantship.envs import llamacpp
 from quantship.errors import InputError, QuantshipError
 from quantship.quantize.base import QuantizeContext, VariantOutput
 from quantship.quantize.gguf_cache import cache_key, cached_file
+from quantship.quantize.gguf_files import GGUF_FILE, IMATRIX_FILE
 from quantship.quantize.gguf_inspect import GGUFSummary, parse_fallbacks, read_summary
 from quantship.quantize.gguf_names import (
     checkpoint_weight_names,
@@ -41,8 +42,6 @@ from quantship.quantize.gguf_types import FLOAT_TYPES, SCHEMES, GGUFScheme, sche
 from quantship.quantize.spec import VariantSpec
 from quantship.rundir import sha256_json
 
-GGUF_FILE = "model.gguf"
-IMATRIX_FILE = "imatrix.gguf"
 LOG_DIR = "logs"
 _WORK_DIR = ".work"  # intermediates inside the staging folder, removed before returning
 # Options of the llm-compressor methods that mean nothing for llama.cpp's fixed block types.

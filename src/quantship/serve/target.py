@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from quantship.errors import InputError
+from quantship.quantize.gguf_files import model_ggufs
 from quantship.rundir import RunDir
 
 # config.json quant_method -> vLLM's --quantization value.
@@ -61,7 +62,7 @@ def from_model_path(path: Path, name: str | None = None) -> ServeTarget:
             f"{path} is neither a .gguf file nor a checkpoint folder", "pass the folder holding config.json"
         )
     if path.is_dir() and not (path / "config.json").exists():
-        ggufs = _model_ggufs(path)
+        ggufs = model_ggufs(path)
         if len(ggufs) != 1:
             raise InputError(
                 f"{path} has no config.json and {len(ggufs)} .gguf files",
@@ -138,13 +139,6 @@ def _quant_config(folder: Path) -> dict[str, Any] | None:
         raise InputError(f"{folder / 'config.json'} is not valid JSON ({error})", "restore the checkpoint") from None
     quant = config.get("quantization_config") or config.get("compression_config")
     return quant if isinstance(quant, dict) else None
-
-
-def _model_ggufs(folder: Path) -> list[Path]:
-    """The model file(s) of a GGUF folder: `model.gguf` (quantize's name) if present, never an imatrix."""
-    if (folder / "model.gguf").is_file():
-        return [folder / "model.gguf"]
-    return [p for p in sorted(folder.glob("*.gguf")) if not p.name.startswith("imatrix")]
 
 
 def _gguf_type_from_file(path: Path) -> str | None:

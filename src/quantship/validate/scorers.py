@@ -16,6 +16,7 @@ import torch
 from quantship.errors import InputError
 from quantship.evaluate.generation import Generation
 from quantship.models.loading import load_causal_lm
+from quantship.quantize.gguf_files import model_gguf
 
 
 class Scorer(Protocol):
@@ -35,10 +36,7 @@ def open_scorer(folder: Path, manifest: dict[str, Any], tokenizer, dtype: str, d
     """The scorer for a variant folder, chosen by the format its manifest records."""
     fmt = manifest.get("format")
     if fmt == "gguf":
-        files = sorted(folder.glob("*.gguf"))
-        if len(files) != 1:
-            raise InputError(f"{folder} holds {len(files)} .gguf files, expected one", "re-run `quantship quantize` for it")
-        return LlamaCppScorer(files[0], tokenizer, n_ctx)
+        return LlamaCppScorer(model_gguf(folder), tokenizer, n_ctx)
     if fmt in ("compressed-tensors", "safetensors", "bitsandbytes-nf4"):
         return TransformersScorer(folder, tokenizer, dtype, device)
     raise InputError(f"{folder}: unknown variant format {fmt!r}", "re-run `quantship quantize` for it")

@@ -26,6 +26,7 @@ import torch
 from quantship.errors import InputError
 from quantship.models.demo import unpermute_rope
 from quantship.models.loading import DTYPES, load_causal_lm
+from quantship.quantize.gguf_files import model_gguf
 from quantship.quantize.gguf_names import checkpoint_weight_names, hf_to_gguf_names
 
 _BLOCK = re.compile(r"^(model\.layers\.\d+)\.")
@@ -47,10 +48,7 @@ def variant_weights(checkpoint: Path, folder: Path, manifest: dict[str, Any], dt
     if fmt == "compressed-tensors":
         return _compressed_tensors_weights(folder, dtype)
     if fmt == "gguf":
-        files = sorted(folder.glob("*.gguf"))
-        if len(files) != 1:
-            raise InputError(f"{folder} holds {len(files)} .gguf files, expected one", "re-run `quantship quantize` for it")
-        return gguf_block_weights(files[0], checkpoint)
+        return gguf_block_weights(model_gguf(folder), checkpoint)
     raise InputError(
         f"sensitivity needs a compressed-tensors or GGUF variant, not {fmt}",
         "rank layers on an llm-compressor or GGUF variant of the same scheme",
