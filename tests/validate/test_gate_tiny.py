@@ -45,11 +45,17 @@ def test_good_passes_broken_fails_with_named_checks(validate_run, monkeypatch, c
 def test_unloadable_variant_fails_every_check_never_passes(validate_run, monkeypatch, capsys):
     root = validate_run.root
     weights = root / "variants" / "w8" / "model.safetensors"
+    intact = weights.read_bytes()
     weights.write_bytes(b"not a safetensors file")
     code, _, err = run_cli(monkeypatch, capsys, "--run-dir", str(root), "--variant", "w8", *SMALL)
     assert code == 1 and "w8 (perplexity, kl_mean" in err
     verdict = json.loads((root / "validation" / "w8.json").read_text())
     assert verdict["passed"] is False and all(c["error"] for c in verdict["checks"].values())
+    # An errored verdict is never kept as "unchanged": once the weights are whole again, it is measured anew.
+    weights.write_bytes(intact)
+    code, _, err = run_cli(monkeypatch, capsys, "--run-dir", str(root), "--variant", "w8", *SMALL)
+    assert code == 0 and "unchanged" not in err, err
+    assert json.loads((root / "validation" / "w8.json").read_text())["passed"] is True
 
 
 def test_bad_input_is_one_line_exit_2(validate_run, monkeypatch, capsys, tmp_path):

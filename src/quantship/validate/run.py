@@ -57,7 +57,8 @@ def validate_variant(
     out = validation_path(run_dir, variant)
     if not force and out.exists():
         previous = read_json(out)
-        if previous.get("key") == key:
+        # A verdict with a check that could not be measured is measured again: the error may be fixed.
+        if previous.get("key") == key and not any(c.get("error") for c in previous.get("checks", {}).values()):
             console.print(f"{variant}: variant, baseline and thresholds unchanged, kept {out} (--force to redo)")
             return previous
     started = time.time()
