@@ -11,6 +11,7 @@ import json
 import httpx
 import psutil
 import pytest
+from transformers import AutoTokenizer
 
 from quantship.envs import vllm_cpu
 from quantship.serve import start_server
@@ -66,8 +67,6 @@ def test_vllm_cpu_serves_probes_streams_and_stops_cleanly(demo_checkpoint, tmp_p
         # (The greedy answer itself is on a knife-edge for this 135M model: "The capital of
         # France is Paris." in transformers and on most CPUs, "L'Étoile, la Marseillaise, ..."
         # where vLLM's bf16 attention runs on AMX tiles, with the same prompt perplexity.)
-        from transformers import AutoTokenizer
-
         templated = AutoTokenizer.from_pretrained(str(demo_checkpoint)).apply_chat_template(
             [{"role": "user", "content": "What is the capital of France?"}], add_generation_prompt=True, tokenize=True
         )

@@ -129,8 +129,9 @@ def status() -> dict:
     missing = []
     if stamp is not None:
         missing = [name for name, path in stamp["paths"].items() if not Path(path).exists()]
-        if stamp.get("cmake_flags") != cmake_flags():
-            missing.append(f"a build with the current configure flags ({' '.join(cmake_flags())})")
+        wanted = cmake_flags()
+        if stamp.get("cmake_flags") != wanted:
+            missing.append(f"a build with the current configure flags ({' '.join(wanted)})")
     # The build is shared by every environment; the bindings live in this interpreter's
     # site-packages, so a new venv (a fresh clone, CI) needs them installed again.
     bindings_ready = (

@@ -67,38 +67,37 @@ def recover_variant(
             f"--recover needs an llm-compressor or GGUF variant; {variant!r} is {manifest.get('format')}",
             "recover a compressed-tensors or GGUF variant of the quantize stage",
         )
+    started = time.time()
     bits = manifest.get("bits_per_weight")
+    record: dict[str, Any] = {
+        "variant": variant,
+        "format": manifest.get("format"),
+        "scheme": manifest.get("scheme"),
+        "bits_per_weight": bits,
+        "budget_bits_per_weight": recover.max_bits_per_weight,
+        "steps": [],
+        "recovered": None,
+        "outcome": "",
+    }
     if bits is not None and bits >= recover.max_bits_per_weight:
-        return _write_record(run_dir, {
-            "variant": variant, "format": manifest.get("format"), "scheme": manifest.get("scheme"), "bits_per_weight": bits,
-            "budget_bits_per_weight": recover.max_bits_per_weight, "steps": [], "recovered": None,
-            "outcome": f"{variant} already needs {bits:.3f} bits/weight, not under the budget of "
-                       f"{recover.max_bits_per_weight}: every step only adds bits",
-        }, time.time())
+        record["outcome"] = (f"{variant} already needs {bits:.3f} bits/weight, not under the budget of "
+                             f"{recover.max_bits_per_weight}: every step only adds bits")
+        return _write_record(run_dir, record, started)
     ids = baseline.plan.input_ids[:1, : recover.sensitivity_tokens]
     eval_dtype = baseline.summary["eval"]["dtype"]
     folder = run_dir.stage_dir(f"variants/{variant}")
-    started = time.time()
     with console.status(f"{variant}: dequantizing the variant's weights ({manifest.get('format')})"):
         weights = variant_weights(baseline.checkpoint, folder, manifest, eval_dtype)
     with progress_bar(f"{variant}: per-block sensitivity", _blocks(baseline.checkpoint), "blocks", console) as advance:
         ranking = block_sensitivity(baseline.checkpoint, weights, ids, eval_dtype, advance)
     del weights
     precision = "bf16" if _eight_bit(manifest.get("scheme")) else "8bit"
-    record: dict[str, Any] = {
-        "variant": variant,
-        "format": manifest.get("format"),
-        "scheme": manifest.get("scheme"),
-        "bits_per_weight": manifest.get("bits_per_weight"),
-        "budget_bits_per_weight": recover.max_bits_per_weight,
-        "sensitivity": {"layers": ranking, "tokens": int(ids.numel()), "method": "KL when only this block is quantized",
-                        "seconds": round(time.time() - started, 1)},
-        "precision": precision,
-        "kept_type": OVERRIDE_TYPES[precision] if manifest.get("format") == "gguf" else {"8bit": "W8A16", "bf16": "bf16"}[precision],
-        "steps": [],
-        "recovered": None,
-        "outcome": "",
-    }
+    record.update(
+        sensitivity={"layers": ranking, "tokens": int(ids.numel()), "method": "KL when only this block is quantized",
+                     "seconds": round(time.time() - started, 1)},
+        precision=precision,
+        kept_type=OVERRIDE_TYPES[precision] if manifest.get("format") == "gguf" else {"8bit": "W8A16", "bf16": "bf16"}[precision],
+    )
     kept = 0
     if len(ranking) < 2:
         record["outcome"] = "fewer than two quantized blocks: nothing can be kept at higher precision"
