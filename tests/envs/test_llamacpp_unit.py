@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from quantship.envs import llamacpp
+from quantship.envs import llamacpp, system_packages
 from quantship.errors import InputError, NotAvailable
 from quantship.rundir import atomic_write_json
 
@@ -80,13 +80,21 @@ def test_build_progress_lines_from_ninja_and_make():
     assert llamacpp._parse_build_step("-- Configuring done") is None
 
 
-def test_setup_refuses_without_a_compiler(empty_home, monkeypatch):
-    monkeypatch.setattr(llamacpp.shutil, "which", lambda tool: None if tool == "cmake" else "/usr/bin/" + tool)
+def test_setup_refuses_without_cmake_or_a_compiler_before_downloading(empty_home, monkeypatch):
+    absent = {"cmake", "c++"}
+    monkeypatch.setattr(llamacpp.shutil, "which", lambda tool: None if tool in absent else "/usr/bin/" + tool)
+    monkeypatch.setattr(system_packages, "distro", lambda: "ubuntu")
+    monkeypatch.setattr(llamacpp, "_download", _must_not_download)
     from rich.console import Console
 
-    with pytest.raises(InputError, match="apt-get install -y cmake build-essential"):
+    with pytest.raises(InputError, match=r"needs cmake, a C\+\+ compiler, not found on PATH; "
+                                          r"install them: `sudo apt-get install -y cmake build-essential`"):
         llamacpp.setup(Console(stderr=True))
-    assert not (llamacpp.env_dir() / llamacpp.STAMP).exists()
+    assert not llamacpp.env_dir().exists()
+
+
+def _must_not_download(*args):
+    raise AssertionError("the download started without a compiler")
 
 
 @pytest.mark.e2e

@@ -31,6 +31,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from quantship.envs import system_packages
 from quantship.errors import InputError, NotAvailable
 from quantship.home import quantship_home
 from quantship.rundir import atomic_write_json, read_json
@@ -182,6 +183,8 @@ def setup(console: Console, force: bool = False) -> Toolchain:
     if state["ready"] and not force:
         console.print(f"llama.cpp toolchain {LLAMA_CPP_PYTHON_VERSION} is already set up in {root}")
         return load()
+    # Before anything starts: the bindings' own CMake project needs the compilers too.
+    system_packages.require("build", "building llama.cpp")
     if not force and state["stamp"] is not None and state["missing"] == [_missing_bindings()]:
         # The shared build is complete; only this interpreter lacks the bindings. The stamp
         # stays: other environments are using the build right now.
@@ -190,7 +193,6 @@ def setup(console: Console, force: bool = False) -> Toolchain:
             runner = _Runner(console, log, time.monotonic())
             _install_bindings(_download(root, runner), _build_dir(root) / "bin", runner)
         return load()
-    _require_tools()
     root.mkdir(parents=True, exist_ok=True)
     (root / STAMP).unlink(missing_ok=True)
     if force:
@@ -223,15 +225,6 @@ def setup(console: Console, force: bool = False) -> Toolchain:
     )
     console.print(f"llama.cpp toolchain ready in {root} ({_elapsed(started)})")
     return toolchain
-
-
-def _require_tools() -> None:
-    missing = [tool for tool in ("cmake", "c++", "cc") if shutil.which(tool) is None]
-    if missing:
-        raise InputError(
-            f"building llama.cpp needs {', '.join(missing)}, not found on PATH",
-            "install them (Debian/Ubuntu: `apt-get install -y cmake build-essential ninja-build`)",
-        )
 
 
 class _Runner:

