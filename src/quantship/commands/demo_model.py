@@ -10,7 +10,7 @@ def register(app: typer.Typer) -> None:
     @app.command("demo-model")
     def demo_model(
         cache_dir: Path = typer.Option(
-            None, "--cache-dir", help="Where to build it (default: $QUANTSHIP_CACHE/models or ~/.cache/quantship/models)."
+            None, "--cache-dir", help="Where to build it (default: $QUANTSHIP_HOME/models, ~/.cache/quantship/models unless set)."
         ),
         force: bool = typer.Option(False, "--force", help="Rebuild even if it is already there."),
     ) -> None:

@@ -42,10 +42,14 @@ def gpu_present() -> bool:
 
 def project_pin() -> str:
     """The torch version quantship's own metadata pins (pyproject.toml is the one place)."""
-    for requirement in metadata.requires("quantship") or ():
+    try:
+        requires = metadata.requires("quantship") or ()
+    except metadata.PackageNotFoundError:
+        requires = ()
+    for requirement in requires:
         if match := re.fullmatch(r"torch\s*==\s*([\w.]+)", requirement.strip()):
             return match[1]
-    raise InputError("quantship's metadata pins no torch version", "reinstall quantship: `pip install -e .`")
+    raise InputError("quantship's metadata pins no torch version", "install quantship first: `pip install --no-deps -e .`")
 
 
 def resolve(pip: list[str], requirement: str, *options: str) -> dict | None:
