@@ -3,7 +3,8 @@
 Starts one OpenAI stub backend (its own process) and one `quantship rollout serve`
 gateway (its own process) whose control and treatment both point at that backend,
 then sends the same streaming chat requests directly and through the gateway at
-1, 16 and 64 concurrent streams, in one run. Prints a table and writes JSON
+1, 16 and 64 concurrent streams, in one run: both paths warmed first, then in ABBA
+turns (direct, gateway, gateway, direct) so that drift cancels. Prints a table and writes JSON
 (default benchmarks/results/gateway.json), with the gateway's CPU time per request,
 which is steadier than wall time on a busy machine. No assertions: figures only.
 
@@ -14,8 +15,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
-import platform
 import signal
 import statistics
 import subprocess
@@ -31,8 +30,13 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from quantship.bench.provenance import provenance  # noqa: E402
 from quantship.rundir import atomic_write_json  # noqa: E402
 from tests.support.openai_stub import StubProcess, free_port  # noqa: E402
+
+
+# Each turn sends half of --requests-per-stream per stream.
+ABBA = ("direct", "gateway", "gateway", "direct")
 
 
 def _percentile(values: list[float], q: float) -> float:
@@ -117,16 +121,24 @@ def main() -> None:
         gateway_cpu = psutil.Process(gateway.pid)
         try:
             targets = {"direct": f"{backend.base_url}/chat/completions", "gateway": f"http://127.0.0.1:{port}/v1/chat/completions"}
-            asyncio.run(_measure(targets["gateway"], 4, 5, args.tokens))  # warm both paths' connections
+            for url in targets.values():  # warm both paths: backend, gateway and its upstream pool
+                asyncio.run(_measure(url, 4, 5, args.tokens))
+            per_turn = max(1, args.requests_per_stream // 2)
             for concurrency in args.concurrency:
                 row = {"concurrency": concurrency}
-                for name, url in targets.items():
+                samples = {name: {"latency": [], "ttft": [], "errors": []} for name in targets}
+                spent = 0.0
+                for name in ABBA:  # interleaved, so drift on a shared machine hits both paths alike
                     cpu_before = gateway_cpu.cpu_times()
-                    row[name] = _summary(asyncio.run(_measure(url, concurrency, args.requests_per_stream, args.tokens)))
+                    turn = asyncio.run(_measure(targets[name], concurrency, per_turn, args.tokens))
                     cpu_after = gateway_cpu.cpu_times()
+                    for kind, values in turn.items():
+                        samples[name][kind] += values
                     if name == "gateway":
-                        spent = cpu_after.user + cpu_after.system - cpu_before.user - cpu_before.system
-                        row["gateway_cpu_ms_per_request"] = 1000 * spent / max(row[name]["requests"], 1)
+                        spent += cpu_after.user + cpu_after.system - cpu_before.user - cpu_before.system
+                for name in targets:
+                    row[name] = _summary(samples[name])
+                row["gateway_cpu_ms_per_request"] = 1000 * spent / max(row["gateway"]["requests"], 1)
                 for stat in ("latency_p50_ms", "latency_p99_ms", "ttft_p50_ms", "ttft_p99_ms"):
                     row[f"added_{stat}"] = row["gateway"][stat] - row["direct"][stat]
                 results.append(row)
@@ -139,8 +151,8 @@ def main() -> None:
             gateway.wait(timeout=15)
     report = {
         "benchmark": "rollout gateway added latency (streamed chat completions, same backend)",
-        "settings": vars(args) | {"out": str(args.out)},
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "load_avg_1m": os.getloadavg()[0]},
+        "settings": vars(args) | {"out": str(args.out), "turns": list(ABBA)},
+        **provenance(),
         "results": results,
     }
     atomic_write_json(args.out, report)

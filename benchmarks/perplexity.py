@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import platform
 import statistics
 import time
 from pathlib import Path
@@ -23,6 +22,7 @@ from quantship.data.sources import TextSource, load_documents
 from quantship.data.tokens import encode_document, separator_id, token_stream
 from quantship.evaluate.perplexity import hf_logits_fn, plan_windows, score_windows
 from quantship.models.demo import materialise_demo_model
+from quantship.bench.provenance import provenance
 from quantship.rundir import atomic_write_json
 
 
@@ -69,7 +69,7 @@ def main() -> None:
         quantship_times.append(result.seconds)
 
     figures = {
-        "machine": {"platform": platform.platform(), "torch": torch.__version__, "threads": torch.get_num_threads()},
+        **provenance(torch=torch.__version__, torch_threads=torch.get_num_threads()),
         "model": "SmolLM2-135M-Instruct (demo), float32, CPU" if not torch.cuda.is_available() else "demo, float32",
         "windows": args.windows,
         "window": args.window,

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import shutil
 import subprocess
 import sys
@@ -24,6 +23,7 @@ from pathlib import Path
 import yaml
 
 from quantship.models.demo import materialise_demo_model
+from quantship.bench.provenance import provenance
 from quantship.rundir import atomic_write_json, read_json
 
 GOAL_S = 600.0
@@ -59,8 +59,7 @@ def main() -> None:
     resume_s, resume_rc, resume_stages = timed_run(pipeline)
     result = {
         "pipeline": str(args.pipeline.relative_to(ROOT) if args.pipeline.is_relative_to(ROOT) else args.pipeline),
-        "machine": {"platform": platform.platform(), "cores": os.cpu_count(), "load_average_1m_before": round(load_before, 2),
-                    "load_average_1m_after": round(os.getloadavg()[0], 2)},
+        **provenance(load_average_1m_before=round(load_before, 2)),
         "goal_s": GOAL_S,
         "cold": {"seconds": round(cold_s, 1), "exit_code": cold_rc, "stages": cold_stages, "within_goal": cold_s <= GOAL_S},
         "resume": {"seconds": round(resume_s, 1), "exit_code": resume_rc, "stages": resume_stages},

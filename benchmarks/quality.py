@@ -23,7 +23,6 @@ the demo run's selection is not touched; a rerun skips what is already done.
 from __future__ import annotations
 
 import argparse
-import platform
 import time
 from pathlib import Path
 
@@ -32,6 +31,7 @@ from quantship.pipeline.runner import Pipeline, stage_range
 from quantship.progress import stderr_console
 from quantship.quantize.spec import VariantSpec
 from quantship.quantize.stage import run_quantize
+from quantship.bench.provenance import provenance
 from quantship.rundir import RunDir, atomic_write_json, read_json
 from quantship.validate.baseline_data import load_baseline
 from quantship.validate.gate import Thresholds
@@ -122,7 +122,7 @@ def main() -> None:
         args.out,
         {
             "run_dir": str(run.root),
-            "machine": {"platform": platform.platform(), "processor": platform.processor()},
+            **provenance(),
             "baseline_perplexity": baseline.perplexity,
             "thresholds": thresholds.model_dump(),
             "variants": rows,

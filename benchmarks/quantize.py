@@ -17,7 +17,6 @@ reproduce them almost exactly. Such a variant is no evidence of a method's quali
 from __future__ import annotations
 
 import argparse
-import platform
 import time
 from pathlib import Path
 
@@ -25,6 +24,7 @@ import torch
 from safetensors.torch import load_file
 
 from quantship.evaluate.perplexity import WindowPlan, hf_logits_fn, score_windows
+from quantship.bench.provenance import provenance
 from quantship.rundir import RunDir, atomic_write_json, read_json
 from quantship.stages.baseline import BASELINE_JSON, EVAL_TENSORS, baseline_checkpoint
 
@@ -143,7 +143,7 @@ def main() -> None:
         args.out,
         {
             "run_dir": str(run.root),
-            "machine": {"platform": platform.platform(), "processor": platform.processor(), "torch_threads": torch.get_num_threads()},
+            **provenance(torch_threads=torch.get_num_threads()),
             "eval": {"windows": int(plan.input_ids.shape[0]), "window": int(plan.input_ids.shape[1]), "tokens_scored": plan.scored_positions},
             "baseline": {
                 "checkpoint": str(baseline_checkpoint(run)),

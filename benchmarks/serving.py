@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import platform
 import subprocess
 from pathlib import Path
 
@@ -30,6 +29,7 @@ from quantship.bench.models import BenchSettings, Target  # noqa: E402
 from quantship.bench.prompts import builtin_prompts  # noqa: E402
 from quantship.bench.roofline import decode_bound, read_bandwidth, weight_bytes_per_token  # noqa: E402
 from quantship.bench.runner import run_bench  # noqa: E402
+from quantship.bench.provenance import provenance  # noqa: E402
 from quantship.rundir import atomic_write_json  # noqa: E402
 
 
@@ -146,13 +146,7 @@ def main() -> None:
     b16, q4 = models["bf16"], models["4-bit"]
     result = {
         "stack": stack,
-        "machine": {
-            "cpu": platform.processor() or platform.machine(),
-            "cores": os.cpu_count(),
-            "load_average_1m_at_end": os.getloadavg()[0],
-            "read_bandwidth": bandwidth,
-            "bandwidth_used_for_bound_bytes_per_s": best_bandwidth,
-        },
+        **provenance(read_bandwidth=bandwidth, bandwidth_used_for_bound_bytes_per_s=best_bandwidth),
         "settings": settings.model_dump(),
         "models": models,
         "speedup_4bit_over_bf16": (q4["decode_tokens_per_s"] / b16["decode_tokens_per_s"])
