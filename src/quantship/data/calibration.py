@@ -3,7 +3,7 @@
 Windows are stored as safetensors (`tokens.safetensors`, int32 `input_ids` [N, L]) for
 the llm-compressor backends and as plain text (`text.txt`) for tools that tokenize
 themselves (llama.cpp's imatrix). When the main source is too short, windows from a
-padding source fill the rest, with a warning (the seeds padded with C4).
+padding source (the user's `--pad-source`, e.g. C4) fill the rest, with a warning.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ STAGE = "calibration"
 TOKENS_FILE = "tokens.safetensors"
 TEXT_FILE = "text.txt"
 STATS_FILE = "stats.json"
-LOW_COVERAGE = 0.10  # vocabulary coverage under which the seeds' recipes warn
+LOW_COVERAGE = 0.10  # vocabulary coverage under which quantship warns (its default, a heuristic)
 
 
 @dataclass

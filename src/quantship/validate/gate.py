@@ -14,7 +14,7 @@ from quantship.errors import InputError
 
 
 class Thresholds(BaseModel):
-    """The gate's limits (seed defaults; override in a YAML file or on the command line)."""
+    """The gate's limits: quantship's defaults (docs/validate.md says why); override in YAML or on the command line."""
 
     model_config = ConfigDict(extra="forbid")
     max_perplexity_delta: float = Field(0.10, ge=0)  # relative: variant/baseline - 1
