@@ -67,7 +67,7 @@ def test_apt_is_tried_as_root_or_through_passwordless_sudo_only(on_path, monkeyp
 
 
 def test_without_privileges_install_names_packages_and_command(on_path, monkeypatch):
-    on_path.update({"cc", "c++", "redis-server"})
+    on_path.update({"cc", "c++", "redis-server", "apt-get"})
     monkeypatch.setattr(sp, "distro", lambda: "ubuntu")
     monkeypatch.setattr(sp, "apt_prefix", lambda: None)
     monkeypatch.setattr(sp.subprocess, "run", _must_not_run)
@@ -103,6 +103,12 @@ def test_a_failed_apt_install_still_ends_in_the_one_line_error(on_path, monkeypa
     monkeypatch.setattr(sp, "apt_prefix", lambda: [])
     monkeypatch.setattr(sp.subprocess, "run", lambda argv, **kw: sp.subprocess.CompletedProcess(argv, 100))
     with pytest.raises(InputError, match=r"^quantship's setup needs cmake, a C compiler, a C\+\+ compiler, not found"):
+        sp.install("build")
+
+
+def test_without_apt_get_the_line_says_so(on_path, monkeypatch):
+    monkeypatch.setattr(sp, "distro", lambda: "debian")
+    with pytest.raises(InputError, match=r"^quantship's setup \(no apt-get here\) needs cmake"):
         sp.install("build")
 
 

@@ -107,7 +107,8 @@ def install(*groups: str) -> None:
         subprocess.run([*prefix, "apt-get", "install", "-y", "-qq", *packages], env=env, check=False)
         needs = missing(*groups)
     if needs:
-        how = "" if prefix is not None else " (apt-get needs root or passwordless sudo)"
+        how = "" if prefix is not None else (
+            " (no apt-get here)" if shutil.which("apt-get") is None else " (apt-get needs root or passwordless sudo)")
         raise problem(needs, family, f"quantship's setup{how}")
 
 
