@@ -7,10 +7,11 @@ exactly those arguments against the real indexes, which resolves the wheel from 
 index and its metadata without downloading it. Checks:
 
 1. plain `torch==<pin>` from PyPI is the CUDA build (it requires nvidia-* packages);
-2. without a GPU, setup asks for `torch==<pin>+cpu` from PyPI's CPU index and pip
-   resolves it there. Where that index cannot be reached from here, this is said, and
-   the same arguments are resolved against a local copy of the index holding the CPU
-   wheel (--cpu-wheel), so pip's choice between the two indexes is still exercised;
+2. the vLLM CPU environment (always) and, without a GPU, the project venv ask for
+   `torch==<pin>+cpu` from PyTorch's CPU index, and pip resolves it there. Where that
+   index cannot be reached from here, this is said, and the same arguments are resolved
+   against a local copy of the index holding the CPU wheel (--cpu-wheel), so pip's choice
+   between the two indexes is still exercised;
 3. with this machine's own pip configuration, a configured CPU wheel is used as it is.
 
     python scripts/check-fresh-torch.py [--cpu-wheel /opt/wheels/torch-2.13.0+cpu-...whl]
@@ -32,7 +33,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from quantship.envs import torch_wheel  # noqa: E402
+from quantship.envs import torch_wheel, vllm_cpu  # noqa: E402
 
 
 def fresh_env(**extra: str) -> dict[str, str]:
@@ -107,6 +108,11 @@ def main() -> int:
         chosen = run([str(python), "-m", "quantship.envs.torch_wheel", "pip-args"], env).split()
         wanted = [f"torch=={pin}"] if gpu else ["--extra-index-url", torch_wheel.CPU_INDEX_URL, f"torch=={pin}+cpu"]
         check(chosen == wanted, f"setup's torch step would run `pip install {' '.join(chosen)}`")
+        code = ("import sys; from quantship.envs import torch_wheel; "
+                "print(' '.join(torch_wheel.cpu_install_args([sys.executable, '-m', 'pip'], sys.argv[1])))")
+        vllm = run([str(python), "-c", code, vllm_cpu.TORCH_VERSION], env).split()
+        wanted = ["--extra-index-url", torch_wheel.CPU_INDEX_URL, f"torch=={vllm_cpu.TORCH_VERSION}+cpu"]
+        check(vllm == wanted, f"the vLLM CPU env's torch step would run `pip install {' '.join(vllm)}` (GPU or not)")
         if not gpu:
             why = reachable(torch_wheel.CPU_INDEX_URL)
             if why is None:
