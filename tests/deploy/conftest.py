@@ -19,13 +19,15 @@ VARIANT = "w4"
 NODES = {"count": 2, "gpus_per_node": 8, "memory_gib": 1024, "cpus": 96}
 
 
-def make_run(root: Path, checkpoint: Path, hardware: str = "h100", verdict: bool = True, **plan) -> Path:
+def make_run(
+    root: Path, checkpoint: Path, hardware: str = "h100", verdict: bool = True, quant: dict = W4A16, **plan
+) -> Path:
     runs = RunDir(root)
     with runs.stage("baseline", {}, {}) as stage:
         atomic_write_json(stage.path("baseline.json"), {"checkpoint": {"path": str(checkpoint)}})
     args = PlanArgs(model=checkpoint, hardware=hardware, **{"context": 512, "concurrency": 8, **plan})
     write_plan(runs, args, plan_from_args(args))
-    make_variant(root, VARIANT, W4A16, verdict=verdict)
+    make_variant(root, VARIANT, quant, verdict=verdict)
     (root / "validation" / "selected.json").write_text(json.dumps({"selected": VARIANT}))
     return root
 

@@ -58,12 +58,12 @@ def register(app: typer.Typer) -> None:
         targets = {CONTROL: run.control, TREATMENT: run.treatment}
         measured = {size_model(run.plan, t, cfg.nodes).format: bench_requests_per_s(run, r) for r, t in targets.items()}
         unit = "device" if run.plan.hardware.kind == "gpu" else "host"
-        typer.echo(f"{'format':<12} {'stack':<9} {'per replica':>16} {'source':<15} {'replicas':>8} {unit + 's':>8}")
+        typer.echo(f"{'format':<12} {'stack':<12} {'per replica':>16} {'source':<15} {'replicas':>8} {unit + 's':>8}")
         for row in capacity_table(run.plan, cfg.nodes, traffic, {f: v for f, v in measured.items() if v}):
             if row.reason:
                 typer.echo(f"{row.format:<12} -- {row.reason}")
                 continue
             per = f"{row.per_replica:g} {row.unit}"
-            typer.echo(f"{row.format:<12} {row.stack:<9} {per:>16} {row.source:<15} {row.replicas:>8} {row.devices:>8}")
+            typer.echo(f"{row.format:<12} {row.stack:<12} {per:>16} {row.source:<15} {row.replicas:>8} {row.devices:>8}")
 
     app.add_typer(deploy, name="deploy")

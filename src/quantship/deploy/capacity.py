@@ -14,10 +14,10 @@ import math
 from dataclasses import dataclass
 
 from quantship.deploy.config import Nodes, Traffic
+from quantship.deploy.sizing import STACK_OF_PLAN, size_format
 from quantship.errors import InputError
 from quantship.plan.matrix import load_matrix
 from quantship.plan.planner import Candidate, Plan
-from quantship.deploy.sizing import size_format
 
 
 @dataclass(frozen=True)
@@ -71,6 +71,10 @@ def capacity_table(plan: Plan, nodes: Nodes, traffic: Traffic, measured: dict[st
             candidate = size_format(plan, format_id, nodes)
         except InputError as error:
             rows.append(Capacity(format_id, "-", 0.0, "-", "-", 0, 0, 0, error.problem))
+            continue
+        if candidate.stack not in STACK_OF_PLAN:
+            reason = f"served by {candidate.stack}, which quantship does not deploy"
+            rows.append(Capacity(format_id, candidate.stack, 0.0, "-", "-", 0, 0, 0, reason))
             continue
         rows.append(replicas_for(traffic, candidate, plan, measured.get(format_id)))
     return rows
