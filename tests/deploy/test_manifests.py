@@ -138,3 +138,25 @@ def test_init_step_verifies_the_artifacts_laid_out_as_documented(gpu_run, tmp_pa
     weights = claim / "run" / "variants" / VARIANT / "model.safetensors"
     weights.write_bytes(b"\1" + weights.read_bytes()[1:])
     assert subprocess.run(["sha256sum", "-c", str(tmp_path / "treatment")], capture_output=True).returncode != 0
+
+
+@pytest.mark.parametrize("mode, later, kind", [("argo", "treatment-rollout.yaml", "Rollout"),
+                                               ("flagger", "treatment-deployment.yaml", "Deployment")])
+def test_the_controller_first_sees_the_control_then_the_treatment(gpu_run, mode, later, kind):
+    """Argo and Flagger adopt the first version unanalysed: it must be the control's; the change is the treatment."""
+    folder, _ = _write(gpu_run, mode)
+    first = [o for f in yaml.safe_load((folder / "kustomization.yaml").read_text())["resources"]
+             for o in yaml.safe_load_all((folder / f).read_text()) if o["kind"] == kind]
+    name = "model" if mode == "argo" else "model-treatment"
+    initial = next(o for o in first if o["metadata"]["name"] == name)
+    changed = next(yaml.safe_load_all((folder / later).read_text()))
+    assert later not in yaml.safe_load((folder / "kustomization.yaml").read_text())["resources"]
+
+    def served(obj: dict) -> str:
+        args = obj["spec"]["template"]["spec"]["containers"][0]["args"]
+        return args[args.index("--served-model-name") + 1]
+
+    summary = read_json(folder / "deploy.json")["models"]
+    assert served(initial) == summary["control"]["served_model_name"]
+    assert served(changed) == summary["treatment"]["served_model_name"]
+    assert initial["spec"]["selector"] == changed["spec"]["selector"]

@@ -25,7 +25,8 @@ from quantship.rundir import RunDir, atomic_write_json, atomic_write_text
 from quantship.serve.server import DEFAULT_READY_TIMEOUT_S
 
 STAGE = "deploy/kubernetes"
-AFTER = "treatment-rollout.yaml"  # argo: applied after the control Rollout is healthy
+# Applied by hand once the control version is healthy: the controller then analyses the change.
+AFTER = {"argo": "treatment-rollout.yaml", "flagger": "treatment-deployment.yaml"}
 
 
 @dataclass
@@ -58,14 +59,17 @@ def build(run_dir: Path, cfg: DeployConfig) -> Manifests:
     if cfg.mode == "argo":
         out.files["models.yaml"] = [*checksums, *progressive.rollout_services(cfg), progressive.rollout(control, config, cfg)]
         out.files["analysis.yaml"] = progressive.analysis_templates(config, cfg)
-        out.later[AFTER] = [progressive.rollout(treatment, config, cfg)]
+        out.later[AFTER["argo"]] = [progressive.rollout(treatment, config, cfg)]
+    elif cfg.mode == "flagger":
+        # Flagger adopts the first version it sees as primary without analysis: that is the
+        # control's pods; the treatment's are the change it then analyses. It makes the Services.
+        out.files["models.yaml"] = [*checksums, servers.deployment(control, cfg), servers.model_service(control, cfg),
+                                    servers.deployment(treatment, cfg, running=control)]
+        out.files["canary.yaml"] = [progressive.flagger_canary(treatment, config, cfg, DEFAULT_READY_TIMEOUT_S)]
+        out.later[AFTER["flagger"]] = [servers.deployment(treatment, cfg)]
     else:
         out.files["models.yaml"] = [*checksums, servers.deployment(control, cfg), servers.model_service(control, cfg),
-                                    servers.deployment(treatment, cfg)]
-        if cfg.mode == "flagger":  # Flagger creates the treatment's Services itself
-            out.files["canary.yaml"] = [progressive.flagger_canary(treatment, config, cfg, DEFAULT_READY_TIMEOUT_S)]
-        else:
-            out.files["models.yaml"].append(servers.model_service(treatment, cfg))
+                                    servers.deployment(treatment, cfg), servers.model_service(treatment, cfg)]
     out.files["gateway.yaml"] = gw.gateway_objects(config, cfg)
     out.summary = {
         "mode": cfg.mode,

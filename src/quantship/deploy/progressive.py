@@ -17,14 +17,13 @@ import math
 
 from quantship.deploy import gateway as gw
 from quantship.deploy.config import DeployConfig
-from quantship.deploy.servers import ModelServer, pod_template, service
+from quantship.deploy.servers import SERVER_COMPONENT, ModelServer, pod_template, service
 from quantship.rollout.analysis import FAILED, PASSED
 from quantship.rollout.config import RolloutConfig
 
 ROLLOUT = "model"
 QUALITY, ADVANCE = "quantship-quality", "quantship-advance"
 ANALYSIS_PATH = "/rollout/analysis"
-MODEL_SELECTOR = {"app.kubernetes.io/name": "quantship-model"}
 
 
 def success_condition(config: RolloutConfig) -> str:
@@ -98,7 +97,7 @@ def rollout(server: ModelServer, config: RolloutConfig, cfg: DeployConfig) -> di
         "metadata": {"name": ROLLOUT, "namespace": cfg.namespace, "labels": dict(gw.PART_OF)},
         "spec": {
             "replicas": server.replicas,
-            "selector": {"matchLabels": dict(MODEL_SELECTOR)},
+            "selector": {"matchLabels": dict(SERVER_COMPONENT)},
             "template": pod_template(server, cfg),
             "strategy": {"canary": {
                 "stableService": "model-control",
@@ -111,7 +110,7 @@ def rollout(server: ModelServer, config: RolloutConfig, cfg: DeployConfig) -> di
 
 def rollout_services(cfg: DeployConfig) -> list[dict]:
     """Stable (control) and canary (treatment) Services; Argo adds the pod-template-hash selector."""
-    return [service(name, dict(MODEL_SELECTOR), cfg, dict(gw.PART_OF)) for name in ("model-control", "model-treatment")]
+    return [service(name, dict(SERVER_COMPONENT), cfg, dict(gw.PART_OF)) for name in ("model-control", "model-treatment")]
 
 
 def flagger_canary(treatment: ModelServer, config: RolloutConfig, cfg: DeployConfig, ready_s: float) -> dict:

@@ -28,6 +28,7 @@ CHECKSUMS = "SHA256SUMS"
 PROBE_PERIOD_S = 10
 LLAMA_SERVER = Path("/app/llama-server")  # in ghcr.io/ggml-org/llama.cpp:server
 PART_OF = {"app.kubernetes.io/part-of": "quantship"}
+SERVER_COMPONENT = {"app.kubernetes.io/component": "model-server"}  # both roles: what a Rollout selects
 LOCAL_ONLY_ENV = ("VLLM_CACHE_ROOT", "TMPDIR")  # serve's per-run folders on this machine
 
 
@@ -48,7 +49,12 @@ class ModelServer:
 
     @property
     def labels(self) -> dict[str, str]:
-        return {"app.kubernetes.io/name": "quantship-model", "quantship.dev/role": self.role, **PART_OF}
+        return {**self.selector, **SERVER_COMPONENT, "quantship.dev/role": self.role, **PART_OF}
+
+    @property
+    def selector(self) -> dict[str, str]:
+        """Its own name: Flagger names the primary after it, and no other pod carries it."""
+        return {"app.kubernetes.io/name": self.name}
 
     @property
     def url(self) -> str:
@@ -153,15 +159,18 @@ def pod_template(server: ModelServer, cfg: DeployConfig) -> dict:
     return {"metadata": {"labels": server.labels}, "spec": spec}
 
 
-def deployment(server: ModelServer, cfg: DeployConfig) -> dict:
+def deployment(server: ModelServer, cfg: DeployConfig, running: ModelServer | None = None) -> dict:
+    """The Deployment of `server`; `running`: with another model's pods for now (Flagger's first version)."""
+    template = pod_template(running or server, cfg)
+    template["metadata"]["labels"] = server.labels
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
         "metadata": _meta(server.name, cfg, server.labels),
         "spec": {
             "replicas": server.replicas,
-            "selector": {"matchLabels": _selector(server)},
-            "template": pod_template(server, cfg),
+            "selector": {"matchLabels": server.selector},
+            "template": template,
         },
     }
 
@@ -176,7 +185,7 @@ def service(name: str, selector: dict, cfg: DeployConfig, labels: dict, port: in
 
 
 def model_service(server: ModelServer, cfg: DeployConfig) -> dict:
-    return service(server.name, _selector(server), cfg, server.labels)
+    return service(server.name, server.selector, cfg, server.labels)
 
 
 def checksums_config_map(server: ModelServer, cfg: DeployConfig) -> dict:
@@ -187,10 +196,6 @@ def checksums_config_map(server: ModelServer, cfg: DeployConfig) -> dict:
         "metadata": _meta(f"{server.name}-checksums", cfg, server.labels),
         "data": {CHECKSUMS: lines},
     }
-
-
-def _selector(server: ModelServer) -> dict:
-    return {"app.kubernetes.io/name": "quantship-model", "quantship.dev/role": server.role}
 
 
 def _meta(name: str, cfg: DeployConfig, labels: dict) -> dict:
