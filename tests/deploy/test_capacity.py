@@ -5,7 +5,6 @@ from __future__ import annotations
 import math
 import sys
 
-import pytest
 import yaml
 
 from quantship.bench.models import BenchSettings, Target

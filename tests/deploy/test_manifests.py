@@ -67,7 +67,10 @@ def test_servers_are_sized_and_launched_as_the_plan_and_serve_say(gpu_run):
         pod = objects[("Deployment", f"model-{role}")]["spec"]["template"]["spec"]
         server = pod["containers"][0]
         args = server["args"]
-        flag = lambda name: args[args.index(name) + 1]  # noqa: E731
+
+        def flag(name: str, args: list[str] = args) -> str:
+            return args[args.index(name) + 1]
+
         assert flag("--max-model-len") == str(plan.traffic.context)
         assert flag("--max-num-seqs") == str(plan.traffic.concurrency)
         assert flag("--served-model-name") == summary[role]["served_model_name"]

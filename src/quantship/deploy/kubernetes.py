@@ -23,6 +23,7 @@ from quantship.deploy.run import CONTROL, TREATMENT, RunModels, bench_requests_p
 from quantship.deploy.sizing import PodSize, check_placement, size_model
 from quantship.rundir import RunDir, atomic_write_json, atomic_write_text
 from quantship.serve.server import DEFAULT_READY_TIMEOUT_S
+from quantship.serve.target import ServeTarget
 
 STAGE = "deploy/kubernetes"
 # Applied by hand once the control version is healthy: the controller then analyses the change.
@@ -46,11 +47,9 @@ def build(run_dir: Path, cfg: DeployConfig) -> Manifests:
     capacity = {role: _capacity(run, role, size, cfg) for role, size in sizes.items()}
     replicas = {TREATMENT: capacity[TREATMENT].replicas, CONTROL: cfg.control_replicas or capacity[CONTROL].replicas}
     check_placement(cfg.nodes, {role: (sizes[role], replicas[role]) for role in sizes})
-    runs = RunDir(run_dir)
-    models = {
-        CONTROL: _server(runs, CONTROL, run, sizes, replicas, PurePosixPath(cfg.artifacts.control_path)),
-        TREATMENT: _server(runs, TREATMENT, run, sizes, replicas, _in_claim(run, cfg)),
-    }
+    runs, targets = RunDir(run_dir), {CONTROL: run.control, TREATMENT: run.treatment}
+    models = {role: _server(runs, role, targets[role], sizes[role], replicas[role], _claim_path(run, role, cfg))
+              for role in targets}
     control, treatment = models[CONTROL], models[TREATMENT]
     treatment_url = f"http://{treatment.name}-canary:{servers.PORT}/v1" if cfg.mode == "flagger" else treatment.url
     config = gw.rollout_config(_experiment(run_dir), control, treatment, treatment_url, cfg)
@@ -117,17 +116,16 @@ def _capacity(run: RunModels, role: str, size: PodSize, cfg: DeployConfig) -> Ca
     return replicas_for(cfg.traffic, size.candidate, run.plan, bench_requests_per_s(run, role))
 
 
-def _server(runs: RunDir, role: str, run: RunModels, sizes: dict, replicas: dict, claim_path: PurePosixPath):
-    target = run.control if role == CONTROL else run.treatment
-    if target.path.is_file():
-        claim_path = claim_path / target.path.name if role == CONTROL else claim_path
-    in_container = servers.MOUNT / claim_path
-    return servers.ModelServer(role, target, sizes[role], replicas[role], claim_path,
-                               servers.artifact_checksums(runs, target, in_container))
+def _server(runs: RunDir, role: str, target: ServeTarget, size: PodSize, replicas: int, claim: PurePosixPath):
+    checksums = servers.artifact_checksums(runs, target, servers.MOUNT / claim)
+    return servers.ModelServer(role, target, size, replicas, claim, checksums)
 
 
-def _in_claim(run: RunModels, cfg: DeployConfig) -> PurePosixPath:
-    """The treatment's path inside the claim: the run directory's layout under artifacts.run_path."""
+def _claim_path(run: RunModels, role: str, cfg: DeployConfig) -> PurePosixPath:
+    """Where the artifact sits in the claim: the control checkpoint at control_path, the run's layout under run_path."""
+    if role == CONTROL:
+        folder = PurePosixPath(cfg.artifacts.control_path)
+        return folder / run.control.path.name if run.control.path.is_file() else folder
     return PurePosixPath(cfg.artifacts.run_path) / run.treatment.path.relative_to(run.root.absolute()).as_posix()
 
 
