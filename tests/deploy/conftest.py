@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from quantship.models.checkpoint import checkpoint_files
 from quantship.plan.api import PlanArgs, plan_from_args, write_plan
 from quantship.rundir import RunDir, atomic_write_json
 from tests.serve.conftest import W4A16, make_variant
@@ -19,11 +20,16 @@ VARIANT = "w4"
 NODES = {"count": 2, "gpus_per_node": 8, "memory_gib": 1024, "cpus": 96}
 
 
+def baseline_inputs(runs: RunDir, checkpoint: Path) -> dict[str, str]:
+    """What `quantship baseline` records of the checkpoint (stages.baseline hashes the same files)."""
+    return runs.hash_inputs({f"model/{k}": v for k, v in checkpoint_files(checkpoint).items()})
+
+
 def make_run(
     root: Path, checkpoint: Path, hardware: str = "h100", verdict: bool = True, quant: dict = W4A16, **plan
 ) -> Path:
     runs = RunDir(root)
-    with runs.stage("baseline", {}, {}) as stage:
+    with runs.stage("baseline", {}, baseline_inputs(runs, checkpoint)) as stage:
         atomic_write_json(stage.path("baseline.json"), {"checkpoint": {"path": str(checkpoint)}})
     args = PlanArgs(model=checkpoint, hardware=hardware, **{"context": 512, "concurrency": 8, **plan})
     write_plan(runs, args, plan_from_args(args))

@@ -13,6 +13,7 @@ from quantship.deploy import kubernetes as k8s
 from quantship.deploy.config import load_deploy
 from quantship.plan.api import PlanArgs, plan_from_args, write_plan
 from quantship.rundir import RunDir, atomic_write_json
+from tests.deploy.conftest import baseline_inputs
 from tests.deploy.schemas import errors_of
 
 PIPELINE = Path(__file__).resolve().parents[2] / "examples" / "demo" / "pipeline.yaml"
@@ -22,7 +23,7 @@ PIPELINE = Path(__file__).resolve().parents[2] / "examples" / "demo" / "pipeline
 def demo_like_run(tiny_checkpoint, tmp_path) -> Path:
     root = tmp_path / "runs" / "demo"
     runs = RunDir(root)
-    with runs.stage("baseline", {}, {}) as stage:
+    with runs.stage("baseline", {}, baseline_inputs(runs, tiny_checkpoint)) as stage:
         atomic_write_json(stage.path("baseline.json"), {"checkpoint": {"path": str(tiny_checkpoint)}})
     args = PlanArgs(model=tiny_checkpoint, hardware="cpu", context=512, concurrency=4, bandwidth_gbs=20.0)
     write_plan(runs, args, plan_from_args(args))

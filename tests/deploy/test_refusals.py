@@ -37,6 +37,15 @@ def test_weights_that_differ_from_the_manifest_are_refused(gpu_run):
     assert "does not match its manifest" in _refusal(gpu_run)
 
 
+def test_a_control_checkpoint_edited_since_the_baseline_is_refused(gpu_run):
+    from quantship.rundir import RunDir
+    from quantship.stages.baseline import baseline_checkpoint
+
+    config = baseline_checkpoint(RunDir(gpu_run)) / "config.json"
+    config.write_text(config.read_text().replace("}", ', "edited": true}', 1))
+    assert "changed since the baseline was measured (config.json)" in _refusal(gpu_run)
+
+
 def test_a_gpu_plan_on_nodes_without_gpus(gpu_run):
     assert "nodes have none" in _refusal(gpu_run, nodes={**NODES, "gpus_per_node": 0})
 

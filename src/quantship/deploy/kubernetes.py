@@ -19,11 +19,10 @@ from quantship.deploy import gateway as gw
 from quantship.deploy import progressive, servers
 from quantship.deploy.capacity import Capacity, replicas_for
 from quantship.deploy.config import DeployConfig
-from quantship.deploy.run import CONTROL, TREATMENT, RunModels, bench_requests_per_s, read_run
+from quantship.deploy.run import CONTROL, TREATMENT, RunModels, artifact_hashes, bench_requests_per_s, read_run
 from quantship.deploy.sizing import PodSize, check_placement, size_model
 from quantship.rundir import RunDir, atomic_write_json, atomic_write_text
 from quantship.serve.server import DEFAULT_READY_TIMEOUT_S
-from quantship.serve.target import ServeTarget
 
 STAGE = "deploy/kubernetes"
 # Applied by hand once the control version is healthy: the controller then analyses the change.
@@ -47,9 +46,7 @@ def build(run_dir: Path, cfg: DeployConfig) -> Manifests:
     capacity = {role: _capacity(run, role, size, cfg) for role, size in sizes.items()}
     replicas = {TREATMENT: capacity[TREATMENT].replicas, CONTROL: cfg.control_replicas or capacity[CONTROL].replicas}
     check_placement(cfg.nodes, {role: (sizes[role], replicas[role]) for role in sizes})
-    runs, targets = RunDir(run_dir), {CONTROL: run.control, TREATMENT: run.treatment}
-    models = {role: _server(runs, role, targets[role], sizes[role], replicas[role], _claim_path(run, role, cfg))
-              for role in targets}
+    models = {role: _server(run, role, sizes[role], replicas[role], _claim_path(run, role, cfg)) for role in sizes}
     control, treatment = models[CONTROL], models[TREATMENT]
     treatment_url = f"http://{treatment.name}-canary:{servers.PORT}/v1" if cfg.mode == "flagger" else treatment.url
     config = gw.rollout_config(_experiment(run_dir), control, treatment, treatment_url, cfg)
@@ -116,8 +113,9 @@ def _capacity(run: RunModels, role: str, size: PodSize, cfg: DeployConfig) -> Ca
     return replicas_for(cfg.traffic, size.candidate, run.plan, bench_requests_per_s(run, role))
 
 
-def _server(runs: RunDir, role: str, target: ServeTarget, size: PodSize, replicas: int, claim: PurePosixPath):
-    checksums = servers.artifact_checksums(runs, target, servers.MOUNT / claim)
+def _server(run: RunModels, role: str, size: PodSize, replicas: int, claim: PurePosixPath) -> servers.ModelServer:
+    target = run.control if role == CONTROL else run.treatment
+    checksums = servers.artifact_checksums(target, servers.MOUNT / claim, artifact_hashes(run, role))
     return servers.ModelServer(role, target, size, replicas, claim, checksums)
 
 

@@ -13,6 +13,8 @@ from pathlib import Path
 
 from quantship.bench.models import BenchReport
 from quantship.bench.output import SUMMARY
+from quantship.errors import InputError
+from quantship.models.checkpoint import checkpoint_files
 from quantship.plan.planner import Plan
 from quantship.rundir import RunDir, read_json
 from quantship.serve import preflight
@@ -45,6 +47,26 @@ def read_run(run_dir: Path) -> RunModels:
     preflight.raise_on_failure([preflight.hashes(treatment)])
     control = from_model_path(baseline_checkpoint(runs))
     return RunModels(Path(run_dir), plan, control, treatment, _latest_bench(runs))
+
+
+def artifact_hashes(run: RunModels, role: str) -> dict[str, str]:
+    """sha256 by relative path: the variant's manifest; the control's files as the baseline hashed them.
+
+    The control's are hashed again (cached by size and mtime) and must match what the
+    baseline recorded: a checkpoint edited since it was measured is not the control.
+    """
+    if role == TREATMENT:
+        return {rel: meta["sha256"] for rel, meta in (run.treatment.manifest or {}).get("outputs", {}).items()}
+    runs = RunDir(run.root)
+    current = runs.hash_inputs(checkpoint_files(run.control.folder))
+    recorded = {k.removeprefix("model/"): v for k, v in ((runs.manifest("baseline") or {}).get("inputs") or {}).items()
+                if k.startswith("model/")}
+    if changed := sorted(rel for rel, digest in recorded.items() if current.get(rel) != digest):
+        raise InputError(
+            f"the control checkpoint {run.control.folder} changed since the baseline was measured ({', '.join(changed)})",
+            f"restore it, or re-run `quantship baseline --run-dir {run.root}`",
+        )
+    return current
 
 
 def _latest_bench(runs: RunDir) -> BenchReport | None:

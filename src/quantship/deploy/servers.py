@@ -16,7 +16,6 @@ from pathlib import Path, PurePosixPath
 
 from quantship.deploy.config import DeployConfig
 from quantship.deploy.sizing import PodSize
-from quantship.rundir import RunDir
 from quantship.serve import health, launch
 from quantship.serve.launch import ServeOptions
 from quantship.serve.server import DEFAULT_READY_TIMEOUT_S
@@ -61,15 +60,10 @@ class ModelServer:
         return f"http://{self.name}:{PORT}/v1"
 
 
-def artifact_checksums(runs: RunDir, target: ServeTarget, in_container: PurePosixPath) -> dict[str, str]:
-    """sha256 of every artifact file: the variant's manifest, else hashed (cached) from the files."""
-    outputs = (target.manifest or {}).get("outputs")
+def artifact_checksums(target: ServeTarget, in_container: PurePosixPath, hashes: dict[str, str]) -> dict[str, str]:
+    """Path in the container -> sha256, from the artifact's hashes by path relative to its folder."""
     base = in_container if target.path.is_dir() else in_container.parent
-    if outputs:
-        return {str(base / rel): meta["sha256"] for rel, meta in sorted(outputs.items())}
-    cache = runs.hash_cache()
-    files = sorted(p for p in target.folder.rglob("*") if p.is_file())
-    return {str(base / p.relative_to(target.folder).as_posix()): cache.sha256(p) for p in files}
+    return {str(base / rel): digest for rel, digest in sorted(hashes.items())}
 
 
 def server_command(server: ModelServer) -> launch.LaunchSpec:
