@@ -4,6 +4,7 @@ deployed with the `deploy:` section of examples/demo/pipeline.yaml, in every mod
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import pytest
@@ -53,3 +54,15 @@ def test_demo_section_deploys_the_demo_run(demo_like_run, mode):
     assert args[args.index("--model") + 1] == "/models/run/variants/q4_1/q4_1.Q4_1.gguf"
     assert args[args.index("--n-gpu-layers") + 1] == "0"
     assert int(args[args.index("--ctx-size") + 1]) == 512 * 4
+
+
+def test_the_documented_command_on_the_demo_run(demo_like_run, monkeypatch, capsys):
+    from quantship.cli import main
+
+    argv = ["quantship", "deploy", "kubernetes", "-c", str(PIPELINE), "--run-dir", str(demo_like_run)]
+    monkeypatch.setattr(sys, "argv", argv)
+    main()
+    out = capsys.readouterr().out
+    folder = demo_like_run / "deploy" / "kubernetes"
+    assert f"kubectl apply -k {folder}" in out and (folder / "kustomization.yaml").is_file()
+    assert "treatment: q4_1 gguf-q4_1 on llama.cpp" in out

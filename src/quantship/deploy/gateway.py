@@ -14,6 +14,7 @@ import yaml
 
 from quantship.deploy.config import DeployConfig
 from quantship.deploy.servers import PART_OF, ModelServer, service
+from quantship.errors import NotAvailable
 from quantship.rollout.config import RolloutConfig
 
 NAME = "quantship-gateway"
@@ -86,11 +87,22 @@ def gateway_objects(config: RolloutConfig, cfg: DeployConfig) -> list[dict]:
         {"apiVersion": "v1", "kind": "ConfigMap",
          "metadata": {"name": f"{NAME}-dashboard", "namespace": cfg.namespace,
                       "labels": {**LABELS, "grafana_dashboard": "1"}},
-         "data": {DASHBOARD.name: DASHBOARD.read_text("utf-8")}},
+         "data": {DASHBOARD.name: dashboard_json()}},
     ]
     if cfg.gateway.redis_url is None:
         objects += redis_objects(cfg)
     return objects
+
+
+def dashboard_json() -> str:
+    """The dashboard the repository ships (deploy/grafana); a wheel install does not carry it."""
+    try:
+        return DASHBOARD.read_text("utf-8")
+    except FileNotFoundError:
+        raise NotAvailable(
+            f"the Grafana dashboard {DASHBOARD} is not part of this installation",
+            "run `quantship deploy` from a source checkout (pip install -e .)",
+        ) from None
 
 
 def redis_objects(cfg: DeployConfig) -> list[dict]:

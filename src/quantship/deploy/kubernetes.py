@@ -143,6 +143,6 @@ def _describe(server: servers.ModelServer, capacity: Capacity) -> dict:
         "memory_bytes_per_replica": size.memory_bytes,
         "budget": size.candidate.fit.budget.model_dump(mode="json"),
         "args": size.settings.args,
-        "capacity": capacity.as_dict(),
+        "capacity": {k: v for k, v in capacity.as_dict().items() if k not in ("format", "stack", "reason")},
         "note": size.note,
     }

@@ -89,7 +89,8 @@ def size_model(plan: Plan, target: ServeTarget, nodes: Nodes) -> PodSize:
         cpus = min(nodes.cpus, 4 * tp)
     else:
         memory, cpus = fit.budget.total_bytes, nodes.cpus
-    return PodSize(info.format, stack, candidate, settings, tp if gpu else 0, memory, cpus, note)
+    shown = info.format if not note else f"gguf-{str(target.gguf_type).lower()}"
+    return PodSize(shown, stack, candidate, settings, tp if gpu else 0, memory, cpus, note)
 
 
 def _artifact_info(target: ServeTarget) -> tuple[VariantInfo, str]:
