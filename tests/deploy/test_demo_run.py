@@ -66,3 +66,15 @@ def test_the_documented_command_on_the_demo_run(demo_like_run, monkeypatch, caps
     folder = demo_like_run / "deploy" / "kubernetes"
     assert f"kubectl apply -k {folder}" in out and (folder / "kustomization.yaml").is_file()
     assert "treatment: q4_1 gguf-q4_1 on llama.cpp" in out
+
+
+def test_cpu_pods_hold_what_their_server_allocates(demo_like_run):
+    """vLLM CPU takes VLLM_CPU_KVCACHE_SPACE whole GiB: the memory limit must cover it, not the budget's bytes."""
+    cfg = load_deploy(PIPELINE)
+    manifests = k8s.build(demo_like_run, cfg)
+    control = next(o for o in manifests.objects() if o["metadata"]["name"] == "model-control" and o["kind"] == "Deployment")
+    container = control["spec"]["template"]["spec"]["containers"][0]
+    env = {e["name"]: e["value"] for e in container["env"]}
+    budget = manifests.summary["models"]["control"]["budget"]
+    limit = int(container["resources"]["limits"]["memory"].removesuffix("Mi")) << 20
+    assert limit >= budget["weights_bytes"] + int(env["VLLM_CPU_KVCACHE_SPACE"]) * (1 << 30) + budget["overhead_bytes"]

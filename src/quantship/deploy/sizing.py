@@ -16,7 +16,7 @@ from quantship.deploy.config import Nodes
 from quantship.errors import InputError
 from quantship.plan.memory import CPU_RUNTIME_BYTES, GIB
 from quantship.plan.planner import Candidate, Plan, make_plan
-from quantship.plan.sizing import ServeSettings, serve_settings
+from quantship.plan.sizing import ServeSettings, cpu_kv_space_gib, serve_settings
 from quantship.plan.variant import VariantInfo, inspect_variant
 from quantship.serve.target import ServeTarget, plan_format
 
@@ -87,6 +87,9 @@ def size_model(plan: Plan, target: ServeTarget, nodes: Nodes) -> PodSize:
     if gpu:  # the checkpoint passes through host memory once; each rank is a Python process
         memory = fit.budget.weights_bytes * tp + CPU_RUNTIME_BYTES * tp
         cpus = min(nodes.cpus, 4 * tp)
+    elif stack == "vllm-cpu":  # vLLM CPU allocates VLLM_CPU_KVCACHE_SPACE whole GiB, not the budget's bytes
+        budget = fit.budget
+        memory, cpus = budget.weights_bytes + cpu_kv_space_gib(budget) * GIB + budget.overhead_bytes, nodes.cpus
     else:
         memory, cpus = fit.budget.total_bytes, nodes.cpus
     shown = info.format if not note else f"gguf-{str(target.gguf_type).lower()}"
