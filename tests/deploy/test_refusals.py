@@ -70,6 +70,13 @@ def test_tensor_parallel_wider_than_a_node(tiny_checkpoint, tmp_path):
     assert "does not fit the declared nodes" in message and "tensor-parallel size 2" in message
 
 
+def test_gateway_settings_are_judged_by_the_gateways_own_config():
+    with pytest.raises(InputError, match=r"gateway\.settings\.breach_checks"):
+        parse_deploy(deploy_config(gateway={"settings": {"breach_checks": 0}}), "test")
+    with pytest.raises(InputError, match="come from the deployment"):
+        parse_deploy(deploy_config(gateway={"settings": {"store": "sqlite:///x.db"}}), "test")
+
+
 def test_credentials_in_the_redis_url_are_refused():
     with pytest.raises(InputError, match="must not carry credentials"):
         parse_deploy(deploy_config(gateway={"redis_url": "redis://:hunter2@redis:6379/0"}), "test")

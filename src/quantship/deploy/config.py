@@ -98,6 +98,14 @@ class DeployConfig(_Strict):
         taken = sorted({"experiment", "control", "treatment", "store", "host", "port"} & set(self.gateway.settings))
         if taken:
             raise ValueError(f"gateway.settings: {', '.join(taken)} come from the deployment; remove them")
+        from quantship.rollout.config import RolloutConfig
+
+        backend = {"url": "http://placeholder:1", "model": "m"}
+        try:  # the gateway's own model judges its keys, so a refused rollout.yaml is never written
+            RolloutConfig.model_validate({**self.gateway.settings, "experiment": "x", "control": backend, "treatment": backend})
+        except ValidationError as error:
+            first = error.errors()[0]
+            raise ValueError(f"gateway.settings.{'.'.join(str(p) for p in first['loc'])}: {first['msg']}") from None
         return self
 
 
