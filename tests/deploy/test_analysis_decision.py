@@ -32,6 +32,7 @@ FAST = {
     "check_interval_s": 0.2,
     "breach_checks": 3,
     "min_stage_seconds": 1,
+    "min_samples": 20,
     "models": ["smol"],
 }
 
@@ -110,6 +111,9 @@ def test_controller_decision(generated, mode, tmp_path, monkeypatch):
             assert min(last["samples"].values()) >= config.window_min_samples
             if mode == "normal":
                 assert phase == "Successful" and phases == ["Successful"] * quality["count"]
+                # A clean window before the stage has the gateway's min_samples is not yet a success.
+                early = {**last, "stage_samples": config.min_samples - 1}
+                assert measurement_phase(quality, early) == "Inconclusive"
                 assert _flagger_gates(gateway) == {"pass": 200, "not-fail": 200}
             else:
                 assert phase == "Failed" and len(phases) <= quality["count"]

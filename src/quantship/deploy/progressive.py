@@ -27,8 +27,10 @@ ANALYSIS_PATH = "/rollout/analysis"
 
 
 def success_condition(config: RolloutConfig) -> str:
+    """A pass on enough samples in the window, after as many treatment responses as the gateway asks to promote."""
     n = config.window_min_samples
-    return f'result.verdict == "{PASSED}" && result.samples.treatment >= {n} && result.samples.control >= {n}'
+    return (f'result.verdict == "{PASSED}" && result.samples.treatment >= {n} && result.samples.control >= {n}'
+            f" && result.stage_samples >= {config.min_samples}")
 
 
 def failure_condition() -> str:

@@ -51,6 +51,9 @@ async def analyse(gateway: Gateway, now: float | None = None) -> dict[str, Any]:
         "breached": result.signals,
         "samples": {"control": result.control.samples, "treatment": result.treatment.samples},
         "min_samples": cfg.window_min_samples,
+        # the gateway's own promotion rule: treatment responses since the stage began
+        "stage_samples": (await gateway.store.counters()).get(f"stage.{state.stage}.treatment", 0),
+        "min_stage_samples": cfg.min_samples,
         "window_seconds": cfg.window_seconds,
         "signals": {"control": asdict(result.control), "treatment": asdict(result.treatment)},
         "experiment": cfg.experiment,
