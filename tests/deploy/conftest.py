@@ -14,6 +14,7 @@ import pytest
 from quantship.models.checkpoint import checkpoint_files
 from quantship.plan.api import PlanArgs, plan_from_args, write_plan
 from quantship.rundir import RunDir, atomic_write_json
+from tests.rollout.test_redis import redis_url  # noqa: F401 - a fixture, used through shared_redis
 from tests.serve.conftest import W4A16, make_variant
 
 VARIANT = "w4"
@@ -45,3 +46,16 @@ def deploy_config(**overrides) -> dict:
 @pytest.fixture
 def gpu_run(tiny_checkpoint, tmp_path) -> Path:
     return make_run(tmp_path / "runs" / "demo", tiny_checkpoint)
+
+
+@pytest.fixture
+def shared_redis(request) -> str:
+    """A real redis-server (the rollout tests' fixture); setup installs it, so CI fails without it."""
+    import os
+    import shutil
+
+    if shutil.which("redis-server") is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail("redis-server is missing under CI=true; run scripts/setup.sh --servers")
+        pytest.skip("redis-server is not installed")
+    return request.getfixturevalue("redis_url")

@@ -133,3 +133,18 @@ def test_rolled_back_is_a_failure_for_the_controller(generated, tmp_path, monkey
             gateway.admin("rollback", reason="operator")
             answer = httpx.get(f"{gateway.url}/rollout/analysis", timeout=10).json()
             assert answer["verdict"] == "fail" and measurement_phase(quality, answer) == "Failed"
+
+
+def test_any_gateway_replica_answers_from_the_shared_window(generated, shared_redis, tmp_path, monkeypatch):
+    """As deployed: replicas on one Redis; traffic through one, the controller asks the other."""
+    config_data, templates = generated
+    monkeypatch.setenv(config_data["admin_token_env"], TOKEN)
+    with OpenAIStub(mode="normal", tokens=24) as control, OpenAIStub(mode="normal", tokens=24) as treatment:
+        base = _gateway_config(config_data, control, treatment, tmp_path).model_copy(update={"store": shared_redis})
+        with GatewayServer(base) as serving, GatewayServer(base) as asked:
+            _advance(serving, templates["quantship-advance"], "canary")
+            _traffic(serving, 60)
+            answer = httpx.get(f"{asked.url}/rollout/analysis", timeout=10).json()
+            assert answer["stage_name"] == "canary"
+            assert min(answer["samples"].values()) >= config_data["window_min_samples"]
+            assert answer["verdict"] == "pass"
