@@ -10,6 +10,7 @@ import pytest
 import yaml
 
 from quantship.deploy import kubernetes as k8s
+from quantship.deploy import servers
 from quantship.deploy.config import parse_deploy
 from quantship.plan.planner import Plan
 from quantship.rollout.config import load_config
@@ -163,3 +164,17 @@ def test_the_controller_first_sees_the_control_then_the_treatment(gpu_run, mode,
     assert served(initial) == summary["control"]["served_model_name"]
     assert served(changed) == summary["treatment"]["served_model_name"]
     assert initial["spec"]["selector"] == changed["spec"]["selector"]
+
+
+@pytest.mark.skipif(shutil.which("curl") is None, reason="curl is not installed")
+@pytest.mark.parametrize("mode, passes", [("normal", True), ("refuse", False)])
+def test_startup_probe_command_runs_serves_probe(gpu_run, mode, passes):
+    """The exec probe, run by sh against an OpenAI server that knows (or not) the answer."""
+    from tests.support.openai_stub import OpenAIStub
+
+    _, objects = _write(gpu_run, "gateway")
+    command = objects[("Deployment", "model-treatment")]["spec"]["template"]["spec"]["containers"][0]["startupProbe"]
+    argv = command["exec"]["command"]
+    with OpenAIStub(mode=mode, tokens=16) as stub:
+        local = [part.replace(f"http://127.0.0.1:{servers.PORT}", stub.url) for part in argv]
+        assert (subprocess.run(local, capture_output=True, timeout=30).returncode == 0) is passes
