@@ -65,7 +65,7 @@ def test_the_documented_command_on_the_demo_run(demo_like_run, monkeypatch, caps
     out = capsys.readouterr().out
     folder = demo_like_run / "deploy" / "kubernetes"
     assert f"kubectl apply -k {folder}" in out and (folder / "kustomization.yaml").is_file()
-    assert "treatment: q4_1 gguf-q4_1 on llama.cpp" in out
+    assert "treatment: q4_1 gguf-q4_1 on llama.cpp" in out and "then, once" not in out  # gateway mode: one step
 
 
 def test_cpu_pods_hold_what_their_server_allocates(demo_like_run):

@@ -35,6 +35,8 @@ def register(app: typer.Typer) -> None:
                 f"({model['capacity']['per_replica']:g} {model['capacity']['unit']} each, {model['capacity']['source']})"
             )
         typer.echo(f"wrote {folder} (mode {cfg.mode}); apply: kubectl apply -k {folder}")
+        for later in manifests.later:
+            typer.echo(f"then, once the control is healthy: kubectl apply -f {folder / later} (docs/kubernetes.md)")
 
     @deploy.command("capacity")
     def capacity(
