@@ -277,12 +277,14 @@ class Gateway:
                 try:
                     upstream = await self._send(CONTROL, path, body, stream)
                 except BackendFailed as error:
-                    if treatment_error is not None:
-                        await self._record_both_failed()
-                    await self._record(CONTROL, endpoint, stage, None, time.perf_counter() - start, None, unkeyed)
+                    if treatment_error is None:
+                        await self._record(CONTROL, endpoint, stage, None, time.perf_counter() - start, None, unkeyed)
+                    else:
+                        self.metrics.requests.labels(CONTROL, endpoint, "error").inc()
+                        await self._record_both_failed({"requests.control": 1, "errors.control": 1, **unkeyed})
                     raise ApiError(502, f"control backend failed: {error}", "server_error", "backend_unavailable") from error
                 if treatment_error is not None and upstream.response.status_code >= 400:
-                    await self._record_both_failed()
+                    await self._record_both_failed({})  # the control's 4xx is recorded with the answer below
                 elif treatment_error is not None:  # the control could answer it: the treatment's failure
                     settle = self.breaker.failure
                     await self._record(TREATMENT, endpoint, stage, None, time.perf_counter() - start, None,
@@ -316,9 +318,10 @@ class Gateway:
             headers={**headers, "cache-control": "no-cache", "x-accel-buffering": "no"},
         )
 
-    async def _record_both_failed(self) -> None:
-        """The treatment failed a request the control failed too: the request's fault, not the treatment's."""
-        await self.store.record({"requests.treatment": 1, "failovers.treatment_failed": 1, "failovers.both_failed": 1}, None)
+    async def _record_both_failed(self, control: dict[str, int]) -> None:
+        """The treatment failed a request the control failed too: the request's fault, counted but judged against neither."""
+        counters = {"requests.treatment": 1, "failovers.treatment_failed": 1, "failovers.both_failed": 1, **control}
+        await self.store.record(counters, None)
 
     async def _send(self, variant: str, path: str, body: dict[str, Any], stream: bool) -> Upstream:
         """Send and wait for the first body bytes, so that every failure up to there can fail over."""
