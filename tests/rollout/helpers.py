@@ -114,6 +114,7 @@ class WebhookSink:
 
     def __init__(self) -> None:
         self.events: list[dict[str, Any]] = []
+        self.attempted_ids: list[str | None] = []  # every POST, taken or not
         self.attempts = 0
         self.down = False
         self.lose_acks = 0
@@ -124,6 +125,7 @@ class WebhookSink:
                 length = int(self.headers.get("content-length", 0))
                 body = json.loads(self.rfile.read(length))
                 sink.attempts += 1
+                sink.attempted_ids.append(body.get("id"))
                 status = 204
                 if sink.down:
                     status = 503
