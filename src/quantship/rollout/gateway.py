@@ -257,6 +257,38 @@ class Gateway:
         path = "/v1/chat/completions" if endpoint == "chat" else "/v1/completions"
         stage = self.controller.state.stage
         start = time.perf_counter()
+        upstream, variant, failover = await self._dispatch(variant, endpoint, path, body, stream, stage, start, unkeyed)
+        if failover:
+            self.metrics.failovers.labels(failover).inc()
+        headers = {VARIANT_HEADER: variant, "x-quantship-experiment": self.config.experiment}
+        if failover:
+            headers["x-quantship-failover"] = failover
+        extra = {**unkeyed, **({"failovers.circuit_open": 1} if failover == "circuit_open" else {})}
+        response = upstream.response
+        if response.status_code >= 400:  # the backend refused the request: pass it on, judge the rate
+            content = await response.aread()
+            await response.aclose()
+            rejected = Observation(variant=variant, ts=time.time(), ok=False, rejected=True, latency_s=time.perf_counter() - start)
+            await self.store.record({f"requests.{variant}": 1, f"client_errors.{variant}": 1, **extra}, rejected)
+            self.metrics.requests.labels(variant, endpoint, "client_error").inc()
+            return Response(content, response.status_code, headers=headers, media_type=response.headers.get("content-type"))
+        if not stream:
+            reader = CompletionReader()
+            content = response.content
+            reader.feed_body(content)
+            await self._record(variant, endpoint, stage, reader, time.perf_counter() - start, None, extra)
+            return Response(content, 200, headers=headers, media_type="application/json")
+        return StreamingResponse(
+            self._relay(upstream, variant, endpoint, stage, start, extra),
+            media_type="text/event-stream",
+            headers={**headers, "cache-control": "no-cache", "x-accel-buffering": "no"},
+        )
+
+    async def _dispatch(
+        self, variant: str, endpoint: str, path: str, body: dict[str, Any], stream: bool, stage: int, start: float,
+        unkeyed: dict[str, int],
+    ) -> tuple[Upstream, str, str | None]:
+        """Send to the assigned variant, failing over to the control; returns the answer, who gave it, and why if moved."""
         failover: str | None = None
         if variant == TREATMENT and not self.breaker.allow():
             variant, failover = CONTROL, "circuit_open"
@@ -292,31 +324,7 @@ class Gateway:
         finally:
             if settle is not None:
                 settle()
-        if failover:
-            self.metrics.failovers.labels(failover).inc()
-        headers = {VARIANT_HEADER: variant, "x-quantship-experiment": self.config.experiment}
-        if failover:
-            headers["x-quantship-failover"] = failover
-        extra = {**unkeyed, **({"failovers.circuit_open": 1} if failover == "circuit_open" else {})}
-        response = upstream.response
-        if response.status_code >= 400:  # the backend refused the request: pass it on, judge the rate
-            content = await response.aread()
-            await response.aclose()
-            rejected = Observation(variant=variant, ts=time.time(), ok=False, rejected=True, latency_s=time.perf_counter() - start)
-            await self.store.record({f"requests.{variant}": 1, f"client_errors.{variant}": 1, **extra}, rejected)
-            self.metrics.requests.labels(variant, endpoint, "client_error").inc()
-            return Response(content, response.status_code, headers=headers, media_type=response.headers.get("content-type"))
-        if not stream:
-            reader = CompletionReader()
-            content = response.content
-            reader.feed_body(content)
-            await self._record(variant, endpoint, stage, reader, time.perf_counter() - start, None, extra)
-            return Response(content, 200, headers=headers, media_type="application/json")
-        return StreamingResponse(
-            self._relay(upstream, variant, endpoint, stage, start, extra),
-            media_type="text/event-stream",
-            headers={**headers, "cache-control": "no-cache", "x-accel-buffering": "no"},
-        )
+        return upstream, variant, failover
 
     async def _record_both_failed(self, control: dict[str, int]) -> None:
         """The treatment failed a request the control failed too: the request's fault, counted but judged against neither."""
