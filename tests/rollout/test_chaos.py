@@ -173,6 +173,7 @@ def test_webhook_receiver_down_during_a_rollback_gets_the_event_once_when_up(tmp
         assert event["event"] == "rollback" and event["reasons"] == ["on-call saw gibberish"]
         gw.wait_for(lambda s: True)
         assert [e["action"] for e in gw.admin("audit")["events"]] == ["rollback"]
+        assert len(webhook.events) == 2  # taken: never sent again
 
 
 def test_a_gateway_killed_right_after_a_rollback_delivers_the_webhook_after_its_restart(tmp_path, control, treatment, webhook):
