@@ -12,6 +12,7 @@ import pytest
 from quantship.rollout.state import ROLLED_BACK, RolloutState
 from quantship.rollout.store import RedisStore, SqliteStore, Store
 from quantship.rollout.webhook import MAX_BACKOFF_S, WebhookOutbox
+from tests.rollout.helpers import GatewayServer, make_config
 from tests.rollout.test_redis import redis_url  # noqa: F401  (the redis-server fixture)
 
 _NO_REDIS = shutil.which("redis-server") is None and os.environ.get("CI") != "true"  # CI must have it: fail there
@@ -90,3 +91,30 @@ def test_delivery_retries_with_backoff_and_the_receiver_sees_each_event_once(tmp
         await store.close()
 
     asyncio.run(run())
+
+
+def test_two_replicas_on_redis_deliver_a_rollback_once(tmp_path, request, control, treatment, webhook):
+    if _NO_REDIS:
+        pytest.skip("redis-server is not installed (the README's setup installs it)")
+    url = request.getfixturevalue("redis_url")
+    config = make_config(tmp_path, control.url, treatment.url, store=url, webhook_url=webhook.url, webhook_retry_s=0.05)
+    with GatewayServer(config) as a, GatewayServer(config) as b:
+        a.wait_for(lambda s: a.gateway.controller.leader or b.gateway.controller.leader)
+        follower = b if a.gateway.controller.leader else a
+        follower.admin("rollback", reason="from the follower")  # queued by one replica, delivered by the leader
+        deadline = time.monotonic() + 20
+        while not webhook.events:
+            assert time.monotonic() < deadline, "the rollback was never delivered"
+            time.sleep(0.02)
+        for _ in range(10):  # a few more check intervals: room for a wrong second delivery
+            a.wait_for(lambda s: True)
+        assert len(webhook.events) == 1 and webhook.events[0]["reasons"] == ["from the follower"]
+        assert asyncio.run(_pending(url)) == []
+
+
+async def _pending(url: str) -> list:
+    store = RedisStore(url, "exp1")
+    try:
+        return await store.pending_events()
+    finally:
+        await store.close()
