@@ -2,10 +2,10 @@
 
 After `failures` consecutive failures the treatment gets no traffic for `reset_s`;
 then one trial request is let through (half-open): success closes the circuit,
-failure opens it again. Whoever `allow()`ed a request must end it with exactly one
-of success(), failure() or release() (an outcome that says nothing about the
-backend, such as a client error); a trial that is never ended would keep the
-circuit open for good. Users keep their assignment; only the serving side moves.
+failure opens it again. The trial must end with exactly one of success(), failure()
+or release() (an outcome that says nothing about the backend, such as a client
+error or a client that left); a trial that is never ended would keep the circuit
+open for good. Users keep their assignment; only the serving side moves.
 """
 
 from __future__ import annotations
@@ -59,5 +59,5 @@ class CircuitBreaker:
             self._trial_in_flight = False
 
     def release(self) -> None:
-        """The allowed request ended without telling anything about the backend: a trial goes to the next one."""
+        """The trial ended without telling anything about the backend: the next request is the trial."""
         self._trial_in_flight = False

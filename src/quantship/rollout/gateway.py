@@ -290,11 +290,12 @@ class Gateway:
     ) -> tuple[Upstream, str, str | None]:
         """Send to the assigned variant, failing over to the control; returns the answer, who gave it, and why if moved."""
         failover: str | None = None
+        trial = variant == TREATMENT and self.breaker.is_open  # if allowed, this request is the half-open trial
         if variant == TREATMENT and not self.breaker.allow():
             variant, failover = CONTROL, "circuit_open"
         # The breaker learns the outcome of every request it allowed, whatever happens to it
-        # (a client that leaves, a crash); an outcome that says nothing about the treatment releases it.
-        settle = self.breaker.release if variant == TREATMENT else None
+        # (a client that leaves, a crash); an outcome that says nothing about the treatment releases a trial.
+        settle = self.breaker.release if variant == TREATMENT and trial else None
         try:
             treatment_error: BackendFailed | None = None
             if variant == TREATMENT:
