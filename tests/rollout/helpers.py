@@ -75,6 +75,8 @@ class GatewayServer:
     def __exit__(self, *exc: Any) -> None:
         self._server.should_exit = True
         self._thread.join(timeout=10)
+        if exc[0] is None:  # a shutdown that hangs (a background task that ignores its cancel) is a bug
+            assert not self._thread.is_alive(), "gateway did not shut down"
 
     def admin(self, action: str, **body: Any) -> dict[str, Any]:
         headers = {"authorization": f"Bearer {TOKEN}"}

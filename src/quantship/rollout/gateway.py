@@ -150,8 +150,9 @@ class Gateway:
         """The leader delivers the outbox when a change queues an event, and retries at each check interval."""
         ready = self.controller.outbox_ready
         while True:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(ready.wait(), self.config.check_interval_s)
+            with contextlib.suppress(TimeoutError):  # asyncio.timeout, not wait_for: 3.11's wait_for can swallow a cancel
+                async with asyncio.timeout(self.config.check_interval_s):
+                    await ready.wait()
             ready.clear()
             try:
                 if self.controller.leader:
