@@ -75,6 +75,8 @@ class GatewayServer:
     def __exit__(self, *exc: Any) -> None:
         self._server.should_exit = True
         self._thread.join(timeout=10)
+        if exc[0] is None:  # a shutdown that hangs (a background task that ignores its cancel) is a bug
+            assert not self._thread.is_alive(), "gateway did not shut down"
 
     def admin(self, action: str, **body: Any) -> dict[str, Any]:
         headers = {"authorization": f"Bearer {TOKEN}"}
@@ -106,17 +108,36 @@ def chat(url: str, user: str, stream: bool = False, model: str = "smol", **extra
 
 
 class WebhookSink:
-    """Records JSON POST bodies, like a Slack/PagerDuty endpoint would receive them."""
+    """Records JSON POST bodies, like a Slack/PagerDuty endpoint would receive them.
+
+    `down` answers 503 without keeping anything (a receiver that is down or restarting);
+    `lose_acks` keeps that many events but answers 500 (the sender cannot know it arrived).
+    """
 
     def __init__(self) -> None:
         self.events: list[dict[str, Any]] = []
+        self.attempted_ids: list[str | None] = []  # every POST, taken or not
+        self.attempts = 0
+        self.down = False
+        self.lose_acks = 0
         sink = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:
                 length = int(self.headers.get("content-length", 0))
-                sink.events.append(json.loads(self.rfile.read(length)))
-                self.send_response(204)
+                body = json.loads(self.rfile.read(length))
+                sink.attempts += 1
+                sink.attempted_ids.append(body.get("id"))
+                status = 204
+                if sink.down:
+                    status = 503
+                else:
+                    sink.events.append(body)
+                    if sink.lose_acks:
+                        sink.lose_acks -= 1
+                        status = 500
+                self.send_response(status)
+                self.send_header("content-length", "0")
                 self.end_headers()
 
             def log_message(self, *args: Any) -> None:
@@ -126,6 +147,13 @@ class WebhookSink:
         self.url = f"http://127.0.0.1:{self._server.server_address[1]}/hook"
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
         self._thread.start()
+
+    def unique(self) -> list[dict[str, Any]]:
+        """The events as a receiver that deduplicates by event id sees them."""
+        seen: dict[str, dict[str, Any]] = {}
+        for event in self.events:
+            seen.setdefault(event["id"], event)
+        return list(seen.values())
 
     def close(self) -> None:
         self._server.shutdown()

@@ -63,3 +63,16 @@ def test_errors_open_circuit_and_probe_regressions_are_breaches():
 def test_observe_prefers_reported_usage():
     obs = observe("control", 0.0, "a b c", 7, "length", REFUSALS, None, 0.2)
     assert obs.tokens == 7 and obs.truncated and obs.ok
+
+
+def test_treatment_4xx_rate_is_judged_against_the_controls_and_is_not_an_error():
+    now = time.time()
+
+    def rejected(variant, n):
+        return [Observation(variant=variant, ts=now, ok=False, rejected=True) for _ in range(n)]
+
+    same = check(_window("control", 30) + rejected("control", 10) + _window("treatment", 30) + rejected("treatment", 10),
+                 Thresholds(), 10)
+    assert same.status == PASS and same.treatment.errors == 0 and same.treatment.rejection_rate == 0.25
+    only_treatment = check(_window("control", 30) + rejected("treatment", 30), Thresholds(), 10)
+    assert only_treatment.signals == ["rejections"]  # every answer a 4xx: caught, and no quality judged on nothing

@@ -13,6 +13,7 @@ Modes:
     short   three words
     slow    normal text with delays (defaults 0.25 s first token, 0.01 s per token)
     error   HTTP 500 with an OpenAI-shaped error body
+    reject  HTTP `reject_status` (default 400, e.g. 429) with an OpenAI-shaped error body
     die     stop serving: open streams are cut, new connections are refused
 
 In-process (a uvicorn thread):
@@ -59,7 +60,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-MODES = ("normal", "loop", "refuse", "short", "slow", "error", "die")
+MODES = ("normal", "loop", "refuse", "short", "slow", "error", "reject", "die")
 
 # Varied English, so that a repetition detector sees no loop in normal output.
 _FLUENT = (
@@ -94,6 +95,9 @@ class Behaviour:
     model: str = "stub-model"
     answers: dict[str, str] = dataclasses.field(default_factory=lambda: dict(DEFAULT_ANSWERS))
     always_usage: bool = True  # send a usage chunk when streaming even without stream_options
+    reject_status: int = 400  # the status of mode "reject"
+    fail_on_field: str | None = None  # answer 500 to any request with this field (input a backend chokes on)
+    set_cookie: str | None = None  # a Set-Cookie header on every completion, as session-keeping servers send
 
     def update(self, **changes: Any) -> None:
         unknown = set(changes) - {f.name for f in dataclasses.fields(self)}
@@ -151,6 +155,7 @@ class _StubApp:
         self.behaviour = behaviour
         self.requests = 0
         self.by_mode: dict[str, int] = {}
+        self.headers_seen: list[dict[str, str]] = []  # request headers of each completion request
         self.dead = False
         self.on_die: Any = None
         self.app = Starlette(
@@ -172,6 +177,13 @@ class _StubApp:
         return await self._generate(request, chat=False)
 
     async def _generate(self, request: Request, chat: bool) -> Response:
+        self.headers_seen.append(dict(request.headers))
+        response = await self._answer(request, chat)
+        if self.behaviour.set_cookie:
+            response.headers.append("set-cookie", self.behaviour.set_cookie)
+        return response
+
+    async def _answer(self, request: Request, chat: bool) -> Response:
         try:
             body = await request.json()
             if not isinstance(body, dict):
@@ -185,8 +197,10 @@ class _StubApp:
         if mode == "die":
             self._die()
             raise ConnectionAbortedError("stub is dead")
-        if mode == "error":
+        if mode == "error" or (behaviour.fail_on_field and behaviour.fail_on_field in body):
             return _error(500, "stub told to fail", "server_error")
+        if mode == "reject":
+            return _error(behaviour.reject_status, "stub told to reject", "invalid_request_error")
         prompt = _prompt_text(body, chat)
         words, finish = _words_for(behaviour, prompt, body.get("max_tokens"))
         first_delay, token_delay = behaviour.delays()
@@ -319,6 +333,10 @@ class OpenAIStub:
     @property
     def requests(self) -> int:
         return self._stub.requests
+
+    @property
+    def headers_seen(self) -> list[dict[str, str]]:
+        return self._stub.headers_seen
 
     def set_mode(self, mode: str, **settings: Any) -> None:
         self.behaviour.update(mode=mode, **settings)

@@ -58,6 +58,7 @@ class Thresholds(_Strict):
     min_length_ratio: float = 0.60  # mean treatment completion tokens / control's
     max_coherence_drop: float = 0.15  # control coherence minus treatment's
     max_error_rate_increase: float = 0.05  # failed treatment requests, minus control's rate
+    max_rejection_rate_increase: float = 0.05  # treatment 4xx answers, minus control's rate (same traffic, same 4xx)
     max_truncation_increase: float = 0.25  # finish_reason=length share, minus control's
     max_latency_ratio: float | None = None  # off by default: slower is not worse quality
 
@@ -115,11 +116,13 @@ class RolloutConfig(_Strict):
     user_header: str = "x-user-id"
     fallback: Literal["control", "client-ip", "random"] = "control"
     webhook_url: str | None = None
+    webhook_retry_s: float = Field(1.0, gt=0, description="first webhook retry delay; doubles per failure up to 5 min")
     admin_token_env: str = "QUANTSHIP_ROLLOUT_TOKEN"
     store: str = "sqlite:///rollout.db"
     host: str = "127.0.0.1"
     port: int = Field(8080, ge=0, le=65535)
     max_request_bytes: int = Field(1_000_000, ge=1024)
+    max_tokens_limit: int | None = Field(None, ge=1, description="largest max_tokens the backends accept (vLLM: max_model_len)")
     timeouts: Timeouts = Field(default_factory=Timeouts)
     breaker: Breaker = Field(default_factory=Breaker)
     lease_s: float = Field(15.0, gt=0, description="controller lease when replicas share a store")

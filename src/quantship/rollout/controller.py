@@ -1,8 +1,10 @@
 """Stage decisions: promote after enough clean data, roll back after N breached checks.
 
 Each decision is a compare-and-set on the stored state, so it is applied once even
-when replicas race; only the replica that holds the controller lease runs the
-periodic checks, over the window of observations that all replicas write.
+when replicas race; its audit record (and, for a rollback, the webhook event in the
+outbox) is written in the same transaction. Only the replica that holds the
+controller lease runs the periodic checks, over the window of observations that
+all replicas write, and delivers the outbox.
 """
 
 from __future__ import annotations
@@ -13,8 +15,6 @@ import time
 import uuid
 from collections.abc import Callable
 from typing import Any
-
-import httpx
 
 from quantship.rollout.config import RolloutConfig
 from quantship.rollout.metrics import Metrics
@@ -39,8 +39,8 @@ class Controller:
         self.state: RolloutState | None = None
         self.last_check: CheckResult | None = None
         self.probes: ProbeRound | None = None
-        self.leader = False  # holds the controller lease: runs checks and probes
-        self._webhooks: set[asyncio.Task] = set()
+        self.leader = False  # holds the controller lease: runs checks, probes and webhook delivery
+        self.outbox_ready = asyncio.Event()  # set when a change queued a webhook event
 
     async def start(self) -> RolloutState:
         now = time.time()
@@ -54,8 +54,8 @@ class Controller:
         self._export()
         return self.state
 
-    def fraction(self) -> float:
-        state = self.state
+    def fraction(self, state: RolloutState | None = None) -> float:
+        state = state or self.state
         if state is None or state.status == ROLLED_BACK:
             return 0.0
         return self.config.stages[state.stage].fraction
@@ -69,8 +69,15 @@ class Controller:
         self.metrics.fraction.set(self.fraction())
         self.metrics.rolled_back.set(1 if self.state.status == ROLLED_BACK else 0)
 
-    async def _transition(self, change: Callable[[RolloutState], RolloutState | None]) -> RolloutState | None:
-        """Apply `change` to the freshest state with compare-and-set; None when it declines."""
+    async def _transition(
+        self, change: Callable[[RolloutState], RolloutState | None],
+        audit: Callable[[RolloutState], dict[str, Any]] | None = None, notify: str | None = None,
+    ) -> RolloutState | None:
+        """Apply `change` to the freshest state with compare-and-set; None when it declines.
+
+        `audit` builds the audit record from the new state; `notify` names the webhook event
+        to queue with it (when a webhook is configured). All three are stored at once.
+        """
         for _ in range(20):
             current = await self.store.load_state()
             proposed = change(current.model_copy(deep=True))
@@ -80,9 +87,13 @@ class Controller:
                 return None
             proposed.version = current.version + 1
             proposed.updated_at = time.time()
-            if await self.store.cas_state(current.version, proposed):
+            record = audit(proposed) if audit else None
+            outbox = {"id": uuid.uuid4().hex, "event": notify, **record} if notify and record and self.config.webhook_url else None
+            if await self.store.cas_state(current.version, proposed, record, outbox):
                 self.state = proposed
                 self._export()
+                if outbox:
+                    self.outbox_ready.set()
                 return proposed
         raise RuntimeError("rollout state kept changing under this replica; check the store")
 
@@ -143,9 +154,7 @@ class Controller:
             now = time.time()
             return _with(state, stage=state.stage + 1, stage_entered_at=now, clean_since=now, consecutive_breaches=0, reasons=[])
 
-        state = await self._transition(step)
-        await self._audit("promote", actor, [reason] if reason else [])
-        return state
+        return await self._transition(step, self._audit("promote", actor, [reason] if reason else []))
 
     async def pause(self, actor: str) -> RolloutState:
         def hold(state: RolloutState) -> RolloutState | None:
@@ -153,8 +162,7 @@ class Controller:
                 raise Conflict("the rollout was rolled back; there is nothing to pause")
             return None if state.status == PAUSED else _with(state, status=PAUSED)
 
-        if await self._transition(hold) is not None:
-            await self._audit("pause", actor, [])
+        await self._transition(hold, self._audit("pause", actor, []))
         return self.state
 
     async def resume(self, actor: str) -> RolloutState:
@@ -163,48 +171,37 @@ class Controller:
                 raise Conflict("the rollout was rolled back; start a new experiment name to try again")
             return None if state.status == RUNNING else _with(state, status=RUNNING, clean_since=time.time())
 
-        if await self._transition(go) is not None:
-            await self._audit("resume", actor, [])
+        await self._transition(go, self._audit("resume", actor, []))
         return self.state
 
     async def rollback(self, actor: str, reasons: list[str], check: dict[str, Any] | None = None) -> RolloutState:
         """All traffic to control, exactly once: a second caller finds it done and does nothing."""
-        stage_name = self.config.stages[self.state.stage].name if self.state else "?"
-        state = await self._transition(lambda s: None if s.status == ROLLED_BACK else _with(s, status=ROLLED_BACK, reasons=reasons))
+        audit = self._audit("rollback", actor, reasons, check=check)
+
+        def rollback(state: RolloutState) -> dict[str, Any]:
+            record = audit(state)
+            return {**record, "from_stage": record["stage_name"], "consecutive_breaches": state.consecutive_breaches}
+
+        state = await self._transition(
+            lambda s: None if s.status == ROLLED_BACK else _with(s, status=ROLLED_BACK, reasons=reasons), rollback, notify="rollback"
+        )
         if state is None:
             return self.state
         self.metrics.rollbacks.labels("automatic" if actor == "monitor" else "manual").inc()
-        event = await self._audit("rollback", actor, reasons, from_stage=stage_name, check=check,
-                                  consecutive_breaches=state.consecutive_breaches)
         log.warning("rollout %s rolled back by %s: %s", self.config.experiment, actor, "; ".join(reasons))
-        if self.config.webhook_url:
-            task = asyncio.create_task(self._webhook(event))
-            self._webhooks.add(task)
-            task.add_done_callback(self._webhooks.discard)
         return state
 
-    async def _audit(self, action: str, actor: str, reasons: list[str], **extra: Any) -> dict[str, Any]:
-        state = self.state
-        event = {
-            "ts": time.time(), "experiment": self.config.experiment, "action": action, "actor": actor,
-            "reasons": reasons, "stage": state.stage, "stage_name": self.config.stages[state.stage].name,
-            "status": state.status, "fraction": self.fraction(), **extra,
-        }
-        await self.store.audit(event)
-        return event
+    def _audit(self, action: str, actor: str, reasons: list[str], **extra: Any) -> Callable[[RolloutState], dict[str, Any]]:
+        """The audit record of `action`, built from the state it produces."""
 
-    async def _webhook(self, event: dict[str, Any]) -> None:
-        try:
-            async with httpx.AsyncClient(timeout=self.config.timeouts.webhook_s) as client:
-                response = await client.post(self.config.webhook_url, json={"event": "rollback", **event})
-                response.raise_for_status()
-        except httpx.HTTPError as error:
-            log.error("rollback webhook %s failed: %s", self.config.webhook_url, error)
-            await self.store.audit({"ts": time.time(), "action": "webhook_failed", "error": str(error)})
+        def record(state: RolloutState) -> dict[str, Any]:
+            return {
+                "ts": time.time(), "experiment": self.config.experiment, "action": action, "actor": actor,
+                "reasons": reasons, "stage": state.stage, "stage_name": self.config.stages[state.stage].name,
+                "status": state.status, "fraction": self.fraction(state), **extra,
+            }
 
-    async def drain(self) -> None:
-        if self._webhooks:
-            await asyncio.gather(*self._webhooks, return_exceptions=True)
+        return record
 
 
 def _with(state: RolloutState, **changes: Any) -> RolloutState:

@@ -4,7 +4,9 @@ Clients point at the gateway instead of the servers. Each request is assigned by
 consistent hashing of its user key, forwarded with the backend's served model
 name, streamed back byte for byte, and then observed by the quality monitor.
 A failing treatment is answered by the control for that request and, after
-repeated failures, taken out of traffic by the circuit breaker.
+repeated failures, taken out of traffic by the circuit breaker. A client's bad
+input is refused before routing (validate.py), so it never counts against a
+variant, and no client header (credentials, cookies) ever reaches a backend.
 """
 
 from __future__ import annotations
@@ -16,9 +18,11 @@ import json
 import logging
 import os
 import random
+import re
 import time
 from collections.abc import AsyncIterator
 from dataclasses import asdict, dataclass
+from http.cookiejar import CookieJar, DefaultCookiePolicy
 from typing import Any
 
 import anyio
@@ -26,35 +30,30 @@ import httpx
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from quantship.rollout import analysis
 from quantship.rollout.assign import CONTROL, TREATMENT, assign
-from quantship.rollout.breaker import CircuitBreaker
+from quantship.rollout.breaker import OPEN, CircuitBreaker
 from quantship.rollout.config import RolloutConfig
 from quantship.rollout.controller import Conflict, Controller
+from quantship.rollout.errors import ApiError, CrashGuard, CrashLog
 from quantship.rollout.metrics import Metrics
+from quantship.rollout.openapi import openapi
 from quantship.rollout.probes import run_probes
 from quantship.rollout.quality import Observation, compile_refusals, observe
 from quantship.rollout.sse import CompletionReader
 from quantship.rollout.store import Store, open_store
+from quantship.rollout.validate import RequestError, check_request, parse
+from quantship.rollout.webhook import WebhookOutbox
 
 log = logging.getLogger("quantship.rollout")
 VARIANT_HEADER = "x-quantship-variant"
-
-
-class ApiError(Exception):
-    """An OpenAI-shaped error response: {"error": {"message", "type", "code"}}."""
-
-    def __init__(self, status: int, message: str, kind: str = "invalid_request_error", code: str | None = None):
-        super().__init__(message)
-        self.status, self.message, self.kind, self.code = status, message, kind, code
-
-    def response(self, headers: dict[str, str] | None = None) -> JSONResponse:
-        body = {"error": {"message": self.message, "type": self.kind, "param": None, "code": self.code or self.status}}
-        return JSONResponse(body, status_code=self.status, headers=headers)
+AUDIT_LIMIT_MAX = 10_000
+_AUDIT_LIMIT = re.compile(r"[0-9]{1,6}")  # ASCII digits only: str.isdigit() also takes "²", which int() refuses
 
 
 class BackendFailed(Exception):
@@ -71,16 +70,27 @@ class Upstream:
     reader: CompletionReader  # already fed with `first`
 
 
+def _no_cookies() -> CookieJar:
+    """A jar that keeps nothing: a backend's Set-Cookie must never be replayed on another user's request."""
+    return CookieJar(policy=DefaultCookiePolicy(allowed_domains=[]))
+
+
 class Gateway:
     def __init__(self, config: RolloutConfig, store: Store | None = None):
         self.config = config
         self.store = store or open_store(config.store, config.experiment)
         self.metrics = Metrics()
         self.breaker = CircuitBreaker(config.breaker.failures, config.breaker.reset_s)
+        self.metrics.breaker_open.set_function(lambda: self.breaker.state == OPEN)
         self.controller = Controller(config, self.store, self.metrics, lambda: self.breaker.is_open)
+        self.outbox = (
+            WebhookOutbox(config.webhook_url, config.timeouts.webhook_s, config.webhook_retry_s, self.store)
+            if config.webhook_url else None
+        )
         self.refusals = compile_refusals(config.refusal_patterns)
         self.backends = {CONTROL: config.control, TREATMENT: config.treatment}
         self.clients: dict[str, httpx.AsyncClient] = {}
+        self.crash_log = CrashLog()
         self._tasks: list[asyncio.Task] = []
         self.app = self._build_app()
 
@@ -97,18 +107,24 @@ class Gateway:
                 if key:
                     headers["authorization"] = f"Bearer {key}"
             transport = httpx.AsyncHTTPTransport(retries=1, limits=limits)  # retries connect errors only
-            self.clients[variant] = httpx.AsyncClient(base_url=backend.url, timeout=timeout, headers=headers, transport=transport)
+            self.clients[variant] = httpx.AsyncClient(
+                base_url=backend.url, timeout=timeout, headers=headers, transport=transport, cookies=_no_cookies(),
+            )
         await self.controller.start()
         self._tasks = [asyncio.create_task(self._check_loop(), name="rollout-checks")]
         if self.config.probes:
             self._tasks.append(asyncio.create_task(self._probe_loop(), name="rollout-probes"))
+        if self.outbox:
+            self._tasks.append(asyncio.create_task(self._webhook_loop(), name="rollout-webhooks"))
         try:
             yield
         finally:
             for task in self._tasks:
                 task.cancel()
             await asyncio.gather(*self._tasks, return_exceptions=True)
-            await self.controller.drain()
+            if self.outbox and self.controller.leader:  # a last try; what stays pending is sent after the restart
+                with contextlib.suppress(Exception):
+                    await self.outbox.deliver_due()
             for client in self.clients.values():
                 await client.aclose()
             await self.store.close()
@@ -131,6 +147,20 @@ class Gateway:
                 log.exception("known-answer probes failed; retrying at the next interval")
             await asyncio.sleep(self.config.probe_interval_s)
 
+    async def _webhook_loop(self) -> None:
+        """The leader delivers the outbox when a change queues an event, and retries at each check interval."""
+        ready = self.controller.outbox_ready
+        while True:
+            with contextlib.suppress(TimeoutError):  # asyncio.timeout, not wait_for: 3.11's wait_for can swallow a cancel
+                async with asyncio.timeout(self.config.check_interval_s):
+                    await ready.wait()
+            ready.clear()
+            try:
+                if self.controller.leader:
+                    await self.outbox.deliver_due()
+            except Exception:
+                log.exception("webhook delivery failed; retrying at the next interval")
+
     # -- routes ----------------------------------------------------------------------
     def _build_app(self) -> Starlette:
         async def on_http_error(request: Request, exc: HTTPException) -> Response:
@@ -140,16 +170,13 @@ class Gateway:
         async def on_api_error(request: Request, exc: ApiError) -> Response:
             return exc.response()
 
-        async def on_crash(request: Request, exc: Exception) -> Response:
-            log.exception("gateway error on %s", request.url.path)
-            return ApiError(500, "internal gateway error; see the gateway log", "server_error").response()
-
         routes = [
             Route("/v1/chat/completions", self._chat, methods=["POST"]),
             Route("/v1/completions", self._completions, methods=["POST"]),
             Route("/v1/models", self._models, methods=["GET"]),
             Route("/health", self._health, methods=["GET"]),
             Route("/metrics", self._metrics, methods=["GET"]),
+            Route("/openapi.json", self._openapi, methods=["GET"]),
             Route("/rollout/analysis", analysis.handler(self), methods=["GET", "POST"]),
             Route("/admin/status", self._status, methods=["GET"]),
             Route("/admin/audit", self._audit, methods=["GET"]),
@@ -161,8 +188,12 @@ class Gateway:
         return Starlette(
             routes=routes,
             lifespan=self.lifespan,
-            exception_handlers={HTTPException: on_http_error, ApiError: on_api_error, Exception: on_crash},
+            middleware=[Middleware(CrashGuard, crash_log=self.crash_log)],
+            exception_handlers={HTTPException: on_http_error, ApiError: on_api_error},
         )
+
+    async def _openapi(self, request: Request) -> Response:
+        return JSONResponse(openapi(self.config))
 
     async def _models(self, request: Request) -> Response:
         names = self.config.models or [self.config.control.model]
@@ -186,7 +217,7 @@ class Gateway:
     async def _read_body(self, request: Request, endpoint: str) -> dict[str, Any]:
         limit = self.config.max_request_bytes
         declared = request.headers.get("content-length")
-        if declared and declared.isdigit() and int(declared) > limit:
+        if declared and declared.isascii() and declared.isdigit() and int(declared) > limit:
             raise ApiError(413, f"request body is larger than the gateway limit of {limit} bytes")
         chunks, size = [], 0
         try:
@@ -198,64 +229,38 @@ class Gateway:
         except ClientDisconnect as error:
             raise ApiError(400, "client disconnected while sending the request") from error
         try:
-            body = json.loads(b"".join(chunks))
-        except (ValueError, UnicodeDecodeError) as error:
-            raise ApiError(400, f"request body is not valid JSON ({error})") from error
-        if not isinstance(body, dict):
-            raise ApiError(400, "request body must be a JSON object")
-        if endpoint == "chat":
-            messages = body.get("messages")
-            if not isinstance(messages, list) or not messages or not all(isinstance(m, dict) for m in messages):
-                raise ApiError(400, "'messages' must be a non-empty list of message objects")
-        elif not isinstance(body.get("prompt"), (str, list)):
-            raise ApiError(400, "'prompt' must be a string or a list")
+            body = parse(b"".join(chunks))
+            check_request(body, endpoint, self.config.max_tokens_limit)
+        except RequestError as error:
+            raise ApiError(400, str(error), param=error.param) from error
         model = body.get("model")
         if self.config.models and model not in self.config.models:
-            raise ApiError(404, f"model {model!r} does not exist; use one of {self.config.models}", "not_found_error", "model_not_found")
-        if "stream" in body and not isinstance(body["stream"], bool):
-            raise ApiError(400, "'stream' must be true or false")
+            raise ApiError(404, f"model {model!r} does not exist; use one of {self.config.models}", "not_found_error",
+                           "model_not_found", "model")
         return body
 
-    def _route(self, request: Request, body: dict[str, Any]) -> str:
+    def _route(self, request: Request, body: dict[str, Any]) -> tuple[str, bool]:
+        """The variant assigned to the request, and whether it carried a user key (else the fallback routes it)."""
         fraction = self.controller.fraction()
-        user = body.get("user") if isinstance(body.get("user"), str) and body.get("user") else None
-        user = user or request.headers.get(self.config.user_header)
+        user = body.get("user") or request.headers.get(self.config.user_header)  # validated: a string or absent
         if user:
-            return assign(self.config.experiment, user, fraction)
+            return assign(self.config.experiment, user, fraction), True
         self.metrics.unkeyed.inc()
         if self.config.fallback == "client-ip" and request.client is not None:
-            return assign(self.config.experiment, f"ip:{request.client.host}", fraction)
+            return assign(self.config.experiment, f"ip:{request.client.host}", fraction), False
         if self.config.fallback == "random":
-            return TREATMENT if random.random() < fraction else CONTROL
-        return CONTROL
+            return (TREATMENT if random.random() < fraction else CONTROL), False
+        return CONTROL, False
 
     async def _complete(self, request: Request, endpoint: str) -> Response:
         body = await self._read_body(request, endpoint)
-        variant = self._route(request, body)
-        unkeyed = {"unkeyed": 1} if not (body.get("user") or request.headers.get(self.config.user_header)) else {}
+        variant, keyed = self._route(request, body)
+        unkeyed = {} if keyed else {"unkeyed": 1}
         stream = bool(body.get("stream"))
         path = "/v1/chat/completions" if endpoint == "chat" else "/v1/completions"
         stage = self.controller.state.stage
         start = time.perf_counter()
-        failover: str | None = None
-        if variant == TREATMENT and not self.breaker.allow():
-            variant, failover = CONTROL, "circuit_open"
-        if variant == TREATMENT:
-            try:
-                upstream = await self._send(TREATMENT, path, body, stream)
-                self.breaker.success()
-            except BackendFailed as error:
-                self.breaker.failure()
-                failover = "treatment_failed"
-                await self._record(TREATMENT, endpoint, stage, None, time.perf_counter() - start, None, {"failovers.treatment_failed": 1})
-                log.debug("treatment failed, failing over: %s", error)
-                variant = CONTROL
-        if variant == CONTROL:
-            try:
-                upstream = await self._send(CONTROL, path, body, stream)
-            except BackendFailed as error:
-                await self._record(CONTROL, endpoint, stage, None, time.perf_counter() - start, None, unkeyed)
-                raise ApiError(502, f"control backend failed: {error}", "server_error", "backend_unavailable") from error
+        upstream, variant, failover = await self._dispatch(variant, endpoint, path, body, stream, stage, start, unkeyed)
         if failover:
             self.metrics.failovers.labels(failover).inc()
         headers = {VARIANT_HEADER: variant, "x-quantship-experiment": self.config.experiment}
@@ -263,10 +268,11 @@ class Gateway:
             headers["x-quantship-failover"] = failover
         extra = {**unkeyed, **({"failovers.circuit_open": 1} if failover == "circuit_open" else {})}
         response = upstream.response
-        if response.status_code >= 400:  # a client error the backend reported: pass it on
+        if response.status_code >= 400:  # the backend refused the request: pass it on, judge the rate
             content = await response.aread()
             await response.aclose()
-            await self.store.record({f"requests.{variant}": 1, f"client_errors.{variant}": 1, **extra}, None)
+            rejected = Observation(variant=variant, ts=time.time(), ok=False, rejected=True, latency_s=time.perf_counter() - start)
+            await self.store.record({f"requests.{variant}": 1, f"client_errors.{variant}": 1, **extra}, rejected)
             self.metrics.requests.labels(variant, endpoint, "client_error").inc()
             return Response(content, response.status_code, headers=headers, media_type=response.headers.get("content-type"))
         if not stream:
@@ -280,6 +286,54 @@ class Gateway:
             media_type="text/event-stream",
             headers={**headers, "cache-control": "no-cache", "x-accel-buffering": "no"},
         )
+
+    async def _dispatch(
+        self, variant: str, endpoint: str, path: str, body: dict[str, Any], stream: bool, stage: int, start: float,
+        unkeyed: dict[str, int],
+    ) -> tuple[Upstream, str, str | None]:
+        """Send to the assigned variant, failing over to the control; returns the answer, who gave it, and why if moved."""
+        failover: str | None = None
+        trial = variant == TREATMENT and self.breaker.is_open  # if allowed, this request is the half-open trial
+        if variant == TREATMENT and not self.breaker.allow():
+            variant, failover = CONTROL, "circuit_open"
+        # The breaker learns the outcome of every request it allowed, whatever happens to it
+        # (a client that leaves, a crash); an outcome that says nothing about the treatment releases a trial.
+        settle = self.breaker.release if variant == TREATMENT and trial else None
+        try:
+            treatment_error: BackendFailed | None = None
+            if variant == TREATMENT:
+                try:
+                    upstream = await self._send(TREATMENT, path, body, stream)
+                    if upstream.response.status_code < 400:
+                        settle = self.breaker.success
+                except BackendFailed as error:
+                    treatment_error, variant, failover = error, CONTROL, "treatment_failed"
+                    log.debug("treatment failed, failing over: %s", error)
+            if variant == CONTROL:
+                try:
+                    upstream = await self._send(CONTROL, path, body, stream)
+                except BackendFailed as error:
+                    if treatment_error is None:
+                        await self._record(CONTROL, endpoint, stage, None, time.perf_counter() - start, None, unkeyed)
+                    else:
+                        self.metrics.requests.labels(CONTROL, endpoint, "error").inc()
+                        await self._record_both_failed({"requests.control": 1, "errors.control": 1, **unkeyed})
+                    raise ApiError(502, f"control backend failed: {error}", "server_error", "backend_unavailable") from error
+                if treatment_error is not None and upstream.response.status_code >= 400:
+                    await self._record_both_failed({})  # the control's 4xx is recorded with the answer below
+                elif treatment_error is not None:  # the control could answer it: the treatment's failure
+                    settle = self.breaker.failure
+                    await self._record(TREATMENT, endpoint, stage, None, time.perf_counter() - start, None,
+                                       {"failovers.treatment_failed": 1})
+        finally:
+            if settle is not None:
+                settle()
+        return upstream, variant, failover
+
+    async def _record_both_failed(self, control: dict[str, int]) -> None:
+        """The treatment failed a request the control failed too: the request's fault, counted but judged against neither."""
+        counters = {"requests.treatment": 1, "failovers.treatment_failed": 1, "failovers.both_failed": 1, **control}
+        await self.store.record(counters, None)
 
     async def _send(self, variant: str, path: str, body: dict[str, Any], stream: bool) -> Upstream:
         """Send and wait for the first body bytes, so that every failure up to there can fail over."""
@@ -295,7 +349,7 @@ class Gateway:
                     raise BackendFailed(f"{type(error).__name__}: {error}") from error
             except httpx.HTTPError as error:
                 raise BackendFailed(f"{type(error).__name__}: {error}") from error
-        if response.status_code >= 500:
+        if response.status_code >= 500 or (variant == TREATMENT and response.status_code == 429):  # 429: overloaded
             await response.aclose()
             raise BackendFailed(f"HTTP {response.status_code}")
         if not stream or response.status_code >= 400:
@@ -331,7 +385,7 @@ class Gateway:
                 yield chunk
         except httpx.HTTPError as error:
             failed = True
-            message = {"error": {"message": f"{variant} backend failed mid-stream: {error}", "type": "server_error", "code": 502}}
+            message = ApiError(502, f"{variant} backend failed mid-stream: {error}", "server_error").body()
             yield f"data: {json.dumps(message)}\n\ndata: [DONE]\n\n".encode()
         except (asyncio.CancelledError, GeneratorExit):
             cancelled = True  # the client went away: nothing to judge
@@ -382,12 +436,12 @@ class Gateway:
             raise ApiError(401, "missing or wrong admin bearer token", "authentication_error")
 
     async def _reason(self, request: Request) -> str:
+        raw = await request.body()
         try:
-            body = json.loads(await request.body() or b"{}")
-        except ValueError as error:
-            raise ApiError(400, "admin request body must be JSON") from error
-        reason = body.get("reason", "") if isinstance(body, dict) else ""
-        return str(reason)[:500]
+            body = parse(raw) if raw else {}
+        except RequestError as error:
+            raise ApiError(400, f"admin request body must be a JSON object: {error}") from error
+        return str(body.get("reason", ""))[:500]
 
     async def status(self) -> dict[str, Any]:
         await self.controller.refresh()
@@ -405,7 +459,8 @@ class Gateway:
             "reasons": state.reasons,
             "stage_entered_at": state.stage_entered_at,
             "counters": await self.store.counters(),
-            "circuit_open": self.breaker.is_open,
+            "circuit": self.breaker.state,
+            "circuit_open": self.breaker.state == OPEN,
             "last_check": last.to_dict() if last else None,
             "probes": asdict(probes) if probes else None,
         }
@@ -417,8 +472,8 @@ class Gateway:
     async def _audit(self, request: Request) -> Response:
         self._authorise(request)
         limit = request.query_params.get("limit", "100")
-        if not limit.isdigit():
-            raise ApiError(400, "'limit' must be a positive integer")
+        if not _AUDIT_LIMIT.fullmatch(limit) or int(limit) > AUDIT_LIMIT_MAX:
+            raise ApiError(400, f"'limit' must be an integer from 0 to {AUDIT_LIMIT_MAX}", param="limit")
         return JSONResponse({"events": await self.store.audit_log(int(limit))})
 
     async def _admin(self, request: Request, action) -> Response:

@@ -9,7 +9,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from quantship.rollout.monitor import SIGNALS, CheckResult
 
 _LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
-_QUALITY = ("error_rate", "repetition_rate", "refusal_rate", "truncation_rate", "mean_tokens", "coherence", "samples")
+_QUALITY = ("error_rate", "rejection_rate", "repetition_rate", "refusal_rate", "truncation_rate", "mean_tokens", "coherence", "samples")
 
 
 class Metrics:

@@ -19,14 +19,16 @@ from quantship.rollout.quality import Observation
 PASS = "pass"
 BREACH = "breach"
 INSUFFICIENT = "insufficient"
-SIGNALS = ("circuit", "probe", "errors", "repetition", "refusal", "length", "coherence", "truncation", "latency")
+SIGNALS = ("circuit", "probe", "errors", "rejections", "repetition", "refusal", "length", "coherence", "truncation", "latency")
 
 
 @dataclass(frozen=True)
 class WindowStats:
-    samples: int = 0  # every request, failed ones included
+    samples: int = 0  # every request, failed and rejected ones included
     errors: int = 0
     error_rate: float = 0.0
+    rejections: int = 0  # 4xx answers of the backend
+    rejection_rate: float = 0.0
     repetition_rate: float = 0.0
     refusal_rate: float = 0.0
     truncation_rate: float = 0.0
@@ -73,7 +75,8 @@ def summarise(observations: Iterable[Observation]) -> WindowStats:
     if not obs:
         return WindowStats()
     good = [o for o in obs if o.ok]
-    errors = len(obs) - len(good)
+    rejections = sum(1 for o in obs if o.rejected)
+    errors = len(obs) - len(good) - rejections
 
     def rate(flag: str) -> float:
         return sum(1 for o in good if getattr(o, flag)) / len(good) if good else 0.0
@@ -82,6 +85,8 @@ def summarise(observations: Iterable[Observation]) -> WindowStats:
         samples=len(obs),
         errors=errors,
         error_rate=errors / len(obs),
+        rejections=rejections,
+        rejection_rate=rejections / len(obs),
         repetition_rate=rate("looping"),
         refusal_rate=rate("refusal"),
         truncation_rate=rate("truncated"),
@@ -120,7 +125,9 @@ def _quality_breaches(c: WindowStats, t: WindowStats, th: Thresholds) -> list[tu
     reasons = []
     if t.error_rate - c.error_rate > th.max_error_rate_increase:
         reasons.append(("errors", f"error rate {t.error_rate:.1%} vs control {c.error_rate:.1%}"))
-    if t.samples - t.errors == 0:
+    if t.rejection_rate - c.rejection_rate > th.max_rejection_rate_increase:
+        reasons.append(("rejections", f"4xx rate {t.rejection_rate:.1%} vs control {c.rejection_rate:.1%}"))
+    if t.samples - t.errors - t.rejections == 0:
         return reasons  # nothing answered: no quality to judge
     if t.repetition_rate > th.max_repetition_rate and t.repetition_rate - c.repetition_rate > th.repetition_margin:
         reasons.append(("repetition", f"repetition rate {t.repetition_rate:.1%} > {th.max_repetition_rate:.0%} (control {c.repetition_rate:.1%})"))

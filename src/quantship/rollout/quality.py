@@ -24,7 +24,8 @@ class Observation:
 
     variant: str
     ts: float
-    ok: bool  # False: the backend failed (error, timeout, cut stream)
+    ok: bool  # False: the backend failed (error, timeout, cut stream) or rejected the request
+    rejected: bool = False  # the backend answered 4xx: a request it refused, judged as a rate against the control's
     looping: bool = False
     refusal: bool = False
     tokens: int = 0

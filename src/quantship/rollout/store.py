@@ -4,6 +4,8 @@ SQLite (WAL) is the default: one file, durable across kill -9, no service to run
 Redis is the shared store when several gateway replicas sit behind a load
 balancer; both implement the same small async interface, and state changes are
 compare-and-set in both so concurrent replicas cannot double-apply a decision.
+A state change, its audit record and its outbox event (the webhook to send) are
+written in one transaction: a crash keeps all three or none.
 """
 
 from __future__ import annotations
@@ -25,13 +27,17 @@ class Store:
 
     async def init_state(self, state: RolloutState) -> RolloutState: ...  # create unless present
     async def load_state(self) -> RolloutState: ...
-    async def cas_state(self, expected_version: int, state: RolloutState) -> bool: ...
+    async def cas_state(
+        self, expected_version: int, state: RolloutState, audit: dict[str, Any] | None = None,
+        outbox: dict[str, Any] | None = None,
+    ) -> bool: ...  # outbox events carry an "id"
     async def record(self, counters: dict[str, int], observation: Observation | None) -> None: ...
     async def counters(self) -> dict[str, int]: ...
     async def window(self, since_ts: float) -> list[Observation]: ...
     async def prune(self, before_ts: float) -> None: ...
-    async def audit(self, event: dict[str, Any]) -> None: ...
-    async def audit_log(self, limit: int = 100) -> list[dict[str, Any]]: ...
+    async def audit_log(self, limit: int = 100) -> list[dict[str, Any]]: ...  # the newest `limit`, oldest first
+    async def pending_events(self) -> list[dict[str, Any]]: ...  # outbox events not yet delivered, oldest first
+    async def mark_delivered(self, event_id: str) -> None: ...
     async def acquire_lease(self, owner: str, ttl_s: float) -> bool: ...
     async def close(self) -> None: ...
 
@@ -63,6 +69,7 @@ class SqliteStore(Store):
             CREATE INDEX IF NOT EXISTS observations_ts ON observations (experiment, ts);
             CREATE TABLE IF NOT EXISTS audit (id INTEGER PRIMARY KEY, experiment TEXT, ts REAL, body TEXT);
             CREATE TABLE IF NOT EXISTS lease (experiment TEXT PRIMARY KEY, owner TEXT, expires REAL);
+            CREATE TABLE IF NOT EXISTS outbox (seq INTEGER PRIMARY KEY, experiment TEXT, id TEXT UNIQUE, body TEXT);
             """
         )
 
@@ -76,12 +83,27 @@ class SqliteStore(Store):
         row = self._db.execute("SELECT body FROM state WHERE experiment = ?", (self.experiment,)).fetchone()
         return RolloutState.model_validate_json(row[0])
 
-    async def cas_state(self, expected_version: int, state: RolloutState) -> bool:
-        cursor = self._db.execute(
-            "UPDATE state SET version = ?, body = ? WHERE experiment = ? AND version = ?",
-            (state.version, state.model_dump_json(), self.experiment, expected_version),
-        )
-        return cursor.rowcount == 1
+    async def cas_state(
+        self, expected_version: int, state: RolloutState, audit: dict[str, Any] | None = None,
+        outbox: dict[str, Any] | None = None,
+    ) -> bool:
+        with self._db:
+            self._db.execute("BEGIN IMMEDIATE")
+            cursor = self._db.execute(
+                "UPDATE state SET version = ?, body = ? WHERE experiment = ? AND version = ?",
+                (state.version, state.model_dump_json(), self.experiment, expected_version),
+            )
+            if cursor.rowcount != 1:
+                return False
+            if audit is not None:
+                self._db.execute(
+                    "INSERT INTO audit (experiment, ts, body) VALUES (?, ?, ?)", (self.experiment, audit["ts"], json.dumps(audit))
+                )
+            if outbox is not None:
+                self._db.execute(
+                    "INSERT INTO outbox (experiment, id, body) VALUES (?, ?, ?)", (self.experiment, outbox["id"], json.dumps(outbox))
+                )
+            return True
 
     async def record(self, counters: dict[str, int], observation: Observation | None) -> None:
         with self._db:  # one transaction: counters and window never disagree
@@ -109,17 +131,18 @@ class SqliteStore(Store):
     async def prune(self, before_ts: float) -> None:
         self._db.execute("DELETE FROM observations WHERE experiment = ? AND ts < ?", (self.experiment, before_ts))
 
-    async def audit(self, event: dict[str, Any]) -> None:
-        self._db.execute(
-            "INSERT INTO audit (experiment, ts, body) VALUES (?, ?, ?)",
-            (self.experiment, event.get("ts", time.time()), json.dumps(event)),
-        )
-
     async def audit_log(self, limit: int = 100) -> list[dict[str, Any]]:
         rows = self._db.execute(
             "SELECT body FROM audit WHERE experiment = ? ORDER BY id DESC LIMIT ?", (self.experiment, limit)
         )
         return [json.loads(r[0]) for r in reversed(rows.fetchall())]
+
+    async def pending_events(self) -> list[dict[str, Any]]:
+        rows = self._db.execute("SELECT body FROM outbox WHERE experiment = ? ORDER BY seq", (self.experiment,))
+        return [json.loads(r[0]) for r in rows.fetchall()]
+
+    async def mark_delivered(self, event_id: str) -> None:
+        self._db.execute("DELETE FROM outbox WHERE experiment = ? AND id = ?", (self.experiment, event_id))
 
     async def acquire_lease(self, owner: str, ttl_s: float) -> bool:
         now = time.time()
@@ -139,7 +162,10 @@ _CAS = """
 local cur = redis.call('GET', KEYS[1])
 if not cur then return 0 end
 if cjson.decode(cur)['version'] == tonumber(ARGV[1]) then
-  redis.call('SET', KEYS[1], ARGV[2]) return 1
+  redis.call('SET', KEYS[1], ARGV[2])
+  if ARGV[3] ~= '' then redis.call('RPUSH', KEYS[2], ARGV[3]) end
+  if ARGV[4] ~= '' then redis.call('RPUSH', KEYS[3], ARGV[4]) end
+  return 1
 end
 return 0
 """
@@ -161,7 +187,7 @@ class RedisStore(Store):
         self.experiment = experiment
         self._redis = redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=5)
         prefix = f"quantship:rollout:{experiment}:"
-        self._k = {name: prefix + name for name in ("state", "counters", "obs", "audit", "lease")}
+        self._k = {name: prefix + name for name in ("state", "counters", "obs", "audit", "lease", "outbox")}
         self._cas = self._redis.register_script(_CAS)
         self._lease = self._redis.register_script(_LEASE)
 
@@ -172,8 +198,13 @@ class RedisStore(Store):
     async def load_state(self) -> RolloutState:
         return RolloutState.model_validate_json(await self._redis.get(self._k["state"]))
 
-    async def cas_state(self, expected_version: int, state: RolloutState) -> bool:
-        return bool(await self._cas(keys=[self._k["state"]], args=[expected_version, state.model_dump_json()]))
+    async def cas_state(
+        self, expected_version: int, state: RolloutState, audit: dict[str, Any] | None = None,
+        outbox: dict[str, Any] | None = None,
+    ) -> bool:
+        keys = [self._k["state"], self._k["audit"], self._k["outbox"]]
+        args = [expected_version, state.model_dump_json(), json.dumps(audit) if audit else "", json.dumps(outbox) if outbox else ""]
+        return bool(await self._cas(keys=keys, args=args))
 
     async def record(self, counters: dict[str, int], observation: Observation | None) -> None:
         async with self._redis.pipeline(transaction=True) as pipe:
@@ -195,11 +226,18 @@ class RedisStore(Store):
     async def prune(self, before_ts: float) -> None:
         await self._redis.zremrangebyscore(self._k["obs"], "-inf", f"({before_ts}")
 
-    async def audit(self, event: dict[str, Any]) -> None:
-        await self._redis.rpush(self._k["audit"], json.dumps(event))
-
     async def audit_log(self, limit: int = 100) -> list[dict[str, Any]]:
+        if limit <= 0:  # LRANGE -0 -1 would be the whole log
+            return []
         return [json.loads(e) for e in await self._redis.lrange(self._k["audit"], -limit, -1)]
+
+    async def pending_events(self) -> list[dict[str, Any]]:
+        return [json.loads(e) for e in await self._redis.lrange(self._k["outbox"], 0, -1)]
+
+    async def mark_delivered(self, event_id: str) -> None:
+        for raw in await self._redis.lrange(self._k["outbox"], 0, -1):
+            if json.loads(raw)["id"] == event_id:
+                await self._redis.lrem(self._k["outbox"], 1, raw)
 
     async def acquire_lease(self, owner: str, ttl_s: float) -> bool:
         return bool(await self._lease(keys=[self._k["lease"]], args=[owner, int(ttl_s * 1000)]))
