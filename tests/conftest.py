@@ -1,4 +1,5 @@
-"""Shared fixtures: a tiny random Llama checkpoint built in process, and the demo model."""
+"""Shared fixtures (a tiny random Llama checkpoint built in process, the demo model) and the
+hooks behind `requires(...)`, the `gpu` marker and fixture setup budgets (tests/support/)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,13 @@ import os
 from pathlib import Path
 
 import pytest
+
+from tests.support.budget import setup_budget
+from tests.support.plugin import pytest_collection_modifyitems, pytest_runtest_setup  # noqa: F401 (hooks)
+from tests.support.requires import demo_checkpoint_or_skip
+
+# Dequantizing the demo GGUF and saving it: ~30 s idle, minutes on shared cores.
+DEMO_BUILD_BUDGET_S = 600
 
 CHAT_TEMPLATE = (
     "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
@@ -67,11 +75,10 @@ def tiny_checkpoint(tiny_checkpoint_template, tmp_path) -> Path:
 
 
 @pytest.fixture(scope="session")
+@setup_budget(DEMO_BUILD_BUDGET_S)
 def demo_checkpoint() -> Path:
     """The real demo model (SmolLM2-135M-Instruct), built once into the user cache."""
-    from quantship.models.demo import materialise_demo_model
-
-    return materialise_demo_model()
+    return demo_checkpoint_or_skip()
 
 
 @pytest.fixture(autouse=True)

@@ -11,6 +11,7 @@ import pytest
 from quantship.envs import llamacpp
 from quantship.errors import InputError, NotAvailable
 from quantship.rundir import atomic_write_json
+from tests.support.requires import requires
 
 
 @pytest.fixture
@@ -90,10 +91,9 @@ def test_setup_refuses_without_a_compiler(empty_home, monkeypatch):
 
 
 @pytest.mark.e2e
+@requires("llama.cpp")
 def test_the_built_toolchain_runs():
     """After `quantship setup llama.cpp`: binaries, converter and bindings all work."""
-    if not llamacpp.status()["ready"]:
-        pytest.skip("llama.cpp toolchain not set up; run `quantship setup llama.cpp`")
     tool = llamacpp.load()
     for binary in (tool.llama_server, tool.llama_quantize, tool.llama_imatrix):
         assert os.access(binary, os.X_OK)

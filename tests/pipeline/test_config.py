@@ -11,7 +11,7 @@ from quantship.pipeline.config import STAGES, load_pipeline, parse_pipeline
 from quantship.pipeline.runner import stage_range
 from quantship.plan.hardware import load_hardware
 from quantship.quantize.registry import backend_for
-from tests.test_cli import quantship
+from tests.support.cli import quantship
 
 EXAMPLES = sorted((Path(__file__).parents[2] / "examples").rglob("*.yaml"))
 MINIMAL = {"name": "t", "model": "demo", "quantize": {"variants": [{"name": "q8", "method": "gguf", "scheme": "Q8_0"}]}}

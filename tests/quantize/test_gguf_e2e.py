@@ -1,6 +1,7 @@
 """GGUF variants of the demo model, made by the real llama.cpp toolchain and reloaded by llama.cpp.
 
-Needs `quantship setup llama.cpp` and `quantship demo-model`; skips (with the reason) otherwise.
+Needs `quantship setup llama.cpp` and the demo model package; skips (with the reason)
+otherwise, fails under CI.
 """
 
 from __future__ import annotations
@@ -11,28 +12,23 @@ import pytest
 from gguf import GGUFReader
 from rich.console import Console
 
-from quantship.envs import llamacpp
 from quantship.quantize.base import QuantizeContext
 from quantship.quantize.gguf_backend import BACKEND
 from quantship.quantize.spec import VariantSpec
 from quantship.rundir import RunDir, sha256_file
+from tests.support.budget import setup_budget
+from tests.support.requires import requires
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, requires("llama.cpp")]
 
 PROMPT = "The capital of France is Paris. The capital of Germany is"
 DEMO_TENSORS = 272  # 30 blocks x 9 + token_embd + output_norm (tied embeddings: no output.weight)
 
 
 @pytest.fixture(scope="module")
-def ctx(tmp_path_factory) -> QuantizeContext:
-    if not llamacpp.status()["ready"]:
-        pytest.skip("llama.cpp toolchain not set up; run `quantship setup llama.cpp`")
-    from quantship.models.demo import materialise_demo_model
-
-    try:
-        checkpoint = materialise_demo_model()
-    except Exception as error:  # the demo package is missing: nothing to quantize
-        pytest.skip(f"demo model unavailable: {error}")
+@setup_budget(300)
+def ctx(demo_checkpoint, tmp_path_factory) -> QuantizeContext:
+    checkpoint = demo_checkpoint
     from quantship.data.calibration import load_calibration
     from quantship.stages.calibrate import CalibrationOptions, run_calibrate
 
