@@ -64,6 +64,25 @@ def greedy(path, max_tokens: int = 4) -> str:
         llm.close()
 
 
+def next_token_top(path, k: int = 5) -> dict[str, float]:
+    """The k most likely next tokens after PROMPT (token text -> log-probability), by llama.cpp."""
+    from llama_cpp import Llama
+
+    llm = Llama(model_path=str(path), n_ctx=256, n_threads=2, logits_all=True, verbose=False)
+    try:
+        choice = llm.create_completion(PROMPT, max_tokens=1, temperature=0.0, logprobs=k)["choices"][0]
+        return dict(choice["logprobs"]["top_logprobs"][0])
+    finally:
+        llm.close()
+
+
+def assert_berlin_in_top5(path) -> None:
+    """A 4-bit variant's greedy answer may drift (the demo model is small); the right answer
+    must stay among its five most likely next tokens."""
+    top = next_token_top(path)
+    assert " Berlin" in top, f"' Berlin' is not in the top 5 {top}"
+
+
 def test_q8_0_is_all_q8_0_and_says_berlin(ctx):
     # `quantize --imatrix` applies to every GGUF variant; Q8_0 ignores it, with a warning.
     out_dir, output = produce(ctx, name="q8", method="gguf", scheme="Q8_0", imatrix=True)
@@ -95,9 +114,7 @@ def test_q4_k_m_records_and_warns_about_fallbacks_on_576_wide_rows(ctx):
     assert f"{len(fallbacks)} of {DEMO_TENSORS} tensors" in output.warnings[0]
     assert "Q4_K" in output.details["type_histogram"]  # the 1536-wide ffn_down rows do fit
     print(f"\nQ4_K_M: {len(fallbacks)} fallbacks, {output.bits_per_weight} bpw, histogram {output.details['type_histogram']}")
-    text = greedy(out_dir / "model.gguf")
-    print(f"Q4_K_M greedy continuation: {text!r}")
-    assert text.strip()
+    assert_berlin_in_top5(out_dir / "model.gguf")
 
 
 def test_q4_k_m_with_imatrix_uses_the_calibration_text(ctx):
@@ -110,9 +127,7 @@ def test_q4_k_m_with_imatrix_uses_the_calibration_text(ctx):
     assert file_types(out_dir / "model.gguf") == file_types(plain_dir / "model.gguf")
     # Same types, different values: the importance matrix changed the rounding.
     assert sha256_file(out_dir / "model.gguf") != sha256_file(plain_dir / "model.gguf")
-    text = greedy(out_dir / "model.gguf")
-    print(f"\nQ4_K_M+imatrix: {output.bits_per_weight} bpw, greedy continuation: {text!r}")
-    assert text.strip()
+    assert_berlin_in_top5(out_dir / "model.gguf")
 
 
 def test_variants_of_one_run_share_one_conversion_and_one_importance_matrix(ctx):
@@ -138,7 +153,8 @@ def test_layer_overrides_keep_named_layers_at_higher_precision(ctx):
     assert {t for n, t in types.items() if n.startswith("blk.0.") and not n.endswith("norm.weight")} == {"BF16"}
     assert types["blk.1.attn_q.weight"] == "Q4_0"
     assert [o["pattern"] for o in output.details["overrides"]] == ["lm_head", r"model\.layers\.0\."]
-    assert greedy(out_dir / "model.gguf").strip()
+    # layer 0 in bf16 and lm_head in 8 bits: closer to the baseline than plain Q4_0
+    assert_berlin_in_top5(out_dir / "model.gguf")
 
 
 def test_convert_a_compressed_tensors_variant_to_gguf_with_lineage(ctx):
@@ -162,9 +178,7 @@ def test_convert_a_compressed_tensors_variant_to_gguf_with_lineage(ctx):
     assert [w["group_size"] for w in lineage["source_quantization"]["weights"].values()] == [64]
     assert output.details["tensor_count"] == DEMO_TENSORS
     assert sorted(p.name for p in out_dir.iterdir()) == ["logs", "model.gguf"]
-    text = greedy(out_dir / "model.gguf")
-    print(f"\nconvert w4g64 -> Q8_0 greedy continuation: {text!r}")
-    assert text.strip()
+    assert_berlin_in_top5(out_dir / "model.gguf")
     json.dumps(output.details)  # the manifest must be able to hold it
 
 
