@@ -13,7 +13,7 @@ from quantship.models.loading import load_tokenizer
 from quantship.rundir import read_json
 from quantship.validate.scorers import TransformersScorer
 from tests.support.recover_options import SMALL
-from tests.validate.conftest import run_cli
+from tests.support.validate_runs import run_cli
 
 pytestmark = pytest.mark.gpu
 

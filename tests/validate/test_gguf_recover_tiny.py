@@ -29,7 +29,7 @@ from quantship.validate.sensitivity import block_sensitivity, variant_weights
 from tests.support.budget import setup_budget
 from tests.support.recover_options import LOOSE, SMALL
 from tests.support.requires import requires
-from tests.validate.conftest import _scale_lm_head, run_cli
+from tests.support.validate_runs import run_cli, scale_lm_head
 
 pytestmark = [pytest.mark.e2e, requires("llama.cpp")]
 
@@ -47,7 +47,7 @@ def gguf_run_template(demo_checkpoint, tmp_path_factory) -> RunDir:
     checkpoint = tmp_path_factory.mktemp("gckpt") / "tiny"
     LlamaForCausalLM(config).to(torch.bfloat16).save_pretrained(checkpoint, safe_serialization=True)
     tokenizer.save_pretrained(checkpoint)
-    _scale_lm_head(checkpoint, 10.0)
+    scale_lm_head(checkpoint, 10.0)
     run = RunDir(tmp_path_factory.mktemp("gruns") / "tiny")
     run_baseline(checkpoint, run, BaselineOptions(window=32, stride=32, max_windows=3, batch_size=3, topk=4, max_new_tokens=6), stderr_console())
     run_calibrate(checkpoint, run, CalibrationOptions(samples=8, seq_len=32), stderr_console())  # for the imatrix variant

@@ -9,7 +9,7 @@ from quantship.quantize.spec import VariantSpec
 from quantship.quantize.stage import run_quantize
 from quantship.rundir import read_json
 from tests.support.recover_options import LOOSE, SMALL
-from tests.validate.conftest import run_cli
+from tests.support.validate_runs import run_cli
 
 
 @pytest.fixture
