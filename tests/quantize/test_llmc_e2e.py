@@ -76,9 +76,10 @@ def token_id(tokenizer, word: str) -> int:
     return ident
 
 
-# Measured: min-max RTN at 4 bits (g64) puts " Germany" above " Berlin" on the demo model,
-# whose baseline answers " Berlin"; the calibrated methods keep the answer. Strict: if RTN
-# ever ranks " Berlin" first this xfail fails and must go; only the ranking assertion counts.
+# Measured (log-probabilities of the next token): RTN W4A16 g64 " Germany" -1.14, " Berlin"
+# -1.52 (0.38 nats apart, far above run-to-run noise); GPTQ " Berlin" -0.19 vs -2.56; INT8
+# and FP8 " Berlin" -0.03 vs -4.5. Strict: if RTN ever ranks " Berlin" first this xfail
+# fails and must go; only the ranking assertion (an AssertionError) counts, not a crash.
 RTN_LOSES_IT = pytest.mark.xfail(
     reason="RTN W4A16 g64 ranks ' Germany' above ' Berlin' on the demo model (measured)",
     raises=AssertionError,
@@ -92,9 +93,8 @@ def test_variant_reloads_through_transformers_and_keeps_berlin_near_the_top(demo
     logprobs, tokenizer = next_token_logprobs(run.stage_dir(f"variants/{spec.name}"), PROMPT)
     berlin = token_id(tokenizer, " Berlin")
     top5 = logprobs.topk(5).indices.tolist()
-    print(spec.name, {w: round(float(logprobs[token_id(tokenizer, w)]), 3) for w in (" Berlin", " Germany", " Paris")},
-          tokenizer.convert_ids_to_tokens(top5))
-    # Every variant, even the one that loses the greedy answer, keeps the right one in its top 5.
+    # Every variant, even the one that loses the greedy answer, keeps the right one in its top 5
+    # (measured: second for RTN, first for the others).
     assert berlin in top5, f"{spec.name}: top 5 {tokenizer.convert_ids_to_tokens(top5)}"
 
 
