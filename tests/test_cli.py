@@ -2,12 +2,7 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
-
-def quantship(*args, cwd=None):
-    return subprocess.run([sys.executable, "-m", "quantship", *args], capture_output=True, text=True, cwd=cwd, timeout=3600)
+from tests.support.cli import quantship
 
 
 def test_help_lists_every_stage_and_version():

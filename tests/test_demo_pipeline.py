@@ -7,7 +7,7 @@ import re
 import pytest
 
 from quantship.rundir import RunDir, read_json
-from tests.test_cli import quantship
+from tests.support.cli import quantship
 
 pytestmark = pytest.mark.e2e
 

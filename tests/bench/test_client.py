@@ -10,7 +10,7 @@ import pytest
 
 from quantship.bench.client import request_body, send_request
 from quantship.bench.prompts import Prompt
-from tests.bench.conftest import target_for
+from tests.support.bench_settings import target_for
 from tests.support.openai_stub import OpenAIStub
 
 PROMPT = Prompt(prompt="Tell me about rivers.")

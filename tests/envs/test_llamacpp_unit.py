@@ -11,6 +11,7 @@ import pytest
 from quantship.envs import llamacpp, system_packages
 from quantship.errors import InputError, NotAvailable
 from quantship.rundir import atomic_write_json
+from tests.support.requires import requires
 
 
 @pytest.fixture
@@ -98,10 +99,9 @@ def _must_not_download(*args):
 
 
 @pytest.mark.e2e
+@requires("llama.cpp")
 def test_the_built_toolchain_runs():
     """After `quantship setup llama.cpp`: binaries, converter and bindings all work."""
-    if not llamacpp.status()["ready"]:
-        pytest.skip("llama.cpp toolchain not set up; run `quantship setup llama.cpp`")
     tool = llamacpp.load()
     for binary in (tool.llama_server, tool.llama_quantize, tool.llama_imatrix):
         assert os.access(binary, os.X_OK)

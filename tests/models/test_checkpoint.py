@@ -102,7 +102,7 @@ def test_unknown_architecture_and_bad_config(tiny_checkpoint):
 
 
 def test_missing_chat_template_is_a_warning(tmp_path):
-    from tests.conftest import build_tiny_checkpoint
+    from tests.support.tiny_model import build_tiny_checkpoint
 
     info = inspect_checkpoint(build_tiny_checkpoint(tmp_path / "base", chat_template=False))
     assert not info.chat_template

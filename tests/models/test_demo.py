@@ -7,11 +7,10 @@ import torch
 
 from quantship.models.demo import locate_demo_gguf, unpermute_rope
 
-pytestmark = pytest.mark.e2e
 PROMPT = "The capital of France is Paris. The capital of Germany is"
 
 
-def test_unpermute_inverts_llama_cpp_permutation():
+def test_unpermute_inverts_llama_cpp_permutation():  # pure numpy: part of the fast suite
     def permute(weights, n_head):  # llama.cpp convert_hf_to_gguf.py's LlamaModel.permute
         return weights.reshape(n_head, 2, weights.shape[0] // n_head // 2, *weights.shape[1:]).swapaxes(1, 2).reshape(weights.shape)
 
@@ -19,6 +18,7 @@ def test_unpermute_inverts_llama_cpp_permutation():
     assert (unpermute_rope(permute(original, 3), 3) == original).all()
 
 
+@pytest.mark.e2e
 def test_logits_equal_transformers_gguf_loader_and_greedy_says_berlin(demo_checkpoint):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -37,6 +37,7 @@ def test_logits_equal_transformers_gguf_loader_and_greedy_says_berlin(demo_check
     assert tokenizer.eos_token == "<|im_end|>" and tokenizer.chat_template
 
 
+@pytest.mark.e2e
 def test_tokenizer_is_plain_byte_level_bpe_as_llama_cpp_expects(demo_checkpoint):
     import json
 

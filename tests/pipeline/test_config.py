@@ -2,16 +2,23 @@
 
 from pathlib import Path
 
+import json
+
 import pytest
 import yaml
+from rich.console import Console
 
 from quantship.data.sources import TextSource
 from quantship.errors import InputError
 from quantship.pipeline.config import STAGES, load_pipeline, parse_pipeline
 from quantship.pipeline.runner import stage_range
 from quantship.plan.hardware import load_hardware
+from quantship.quantize.base import QuantizeContext
 from quantship.quantize.registry import backend_for
-from tests.test_cli import quantship
+from quantship.rundir import RunDir
+from tests.support.cli import quantship
+from tests.support.model_configs import LLAMA3_8B, LLAMA3_70B, SMOLLM2_135M
+from tests.support.requires import requires
 
 EXAMPLES = sorted((Path(__file__).parents[2] / "examples").rglob("*.yaml"))
 MINIMAL = {"name": "t", "model": "demo", "quantize": {"variants": [{"name": "q8", "method": "gguf", "scheme": "Q8_0"}]}}
@@ -28,9 +35,37 @@ def test_every_example_loads_and_names_real_parts(path):
     TextSource.parse(config.calibrate.source)
     if config.plan is not None:
         load_hardware(config.plan.hardware)
-    for variant in config.quantize.variants:
-        assert backend_for(variant) is not None
     assert config.validate_.select == "smallest-passing"
+
+
+# The model each example names -> its config.json (the examples' checkpoints are not here).
+EXAMPLE_MODELS = {"Llama-3.1-8B": LLAMA3_8B, "Llama-3.1-70B": LLAMA3_70B, "demo": SMOLLM2_135M}
+
+
+def _model_config(model: str) -> dict:
+    [config] = [c for name, c in EXAMPLE_MODELS.items() if name in model]
+    return config
+
+
+def _example_variants():
+    """(example, variant) pairs; GGUF variants need the llama.cpp toolchain to be checked."""
+    for path in EXAMPLES:
+        for variant in load_pipeline(path).quantize.variants:
+            marks = [requires("llama.cpp")] if variant.method in ("gguf", "convert") else []
+            yield pytest.param(path, variant, marks=marks, id=f"{path.stem}:{variant.name}")
+
+
+@pytest.mark.parametrize(("path", "variant"), list(_example_variants()))
+def test_every_example_variant_passes_its_backends_own_checks(path, variant, tmp_path):
+    """The refusals quantize would raise (scheme, group size vs the model's layers,
+    architecture mappings, calibration), run against the config.json of the model the
+    example names: an example that quantize would refuse fails here."""
+    checkpoint = tmp_path / "model"
+    checkpoint.mkdir()
+    (checkpoint / "config.json").write_text(json.dumps(_model_config(load_pipeline(path).model)))
+    calibration = object()  # every pipeline calibrates before it quantizes
+    ctx = QuantizeContext(checkpoint, calibration, RunDir(tmp_path / "run"), Console(stderr=True))
+    backend_for(variant).check(variant, ctx)
 
 
 def test_demo_pipeline_is_offline_and_served_on_this_cpu():

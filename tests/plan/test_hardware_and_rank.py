@@ -9,6 +9,7 @@ import pytest
 
 from quantship.errors import InputError
 from quantship.plan.hardware import _cpuinfo, detect_cpu, host_memory_bytes, load_hardware, measure_bandwidth_gbs
+from quantship.plan.matrix import load_matrix
 from quantship.plan.measure import load_measurements
 from quantship.plan.rank import prior_ranking, rerank
 
@@ -70,13 +71,17 @@ def test_rerank_puts_measured_first_fastest_first():
         rerank(["a"], {"a": float("nan")}, "bench")
 
 
-def test_cpu_prior_is_the_shipped_measurement():
-    cpu = load_hardware("cpu", bandwidth_gbs=10)
-    ranking = prior_ranking(cpu, 16)
-    # 414 (int8) > 346 (bf16) > 260 (w4a16) > 33 (fp8) tok/s; unmeasured formats follow
-    assert ranking.order[:4] == ["w8a8-int8", "bf16", "w4a16", "w8a8-fp8"]
-    assert ranking.tokens_per_s == {"bf16": 346, "w8a8-int8": 414, "w4a16": 260, "w8a8-fp8": 33}
-    assert ranking.basis == "prior"
+def test_cpu_ranking_puts_formats_with_a_prior_first_fastest_first_then_the_prior_order():
+    matrix = load_matrix()
+    priors = matrix.cpu_priors.tokens_per_s
+    ranking = prior_ranking(load_hardware("cpu", bandwidth_gbs=10), 16)
+    rated, rest = ranking.order[: len(priors)], ranking.order[len(priors):]
+    assert set(rated) == set(priors)
+    assert all(priors[a] >= priors[b] for a, b in zip(rated, rated[1:])), rated
+    assert rest == [f for f in matrix.priors["cpu"].throughput if f not in priors]
+    # a prior is called one: the basis and the source never claim a measurement
+    assert ranking.basis == "prior" and ranking.source.startswith("shipped priors:")
+    assert ranking.tokens_per_s == priors
 
 
 def test_load_measurements_resolves_aliases(tmp_path):

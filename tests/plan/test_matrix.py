@@ -6,7 +6,7 @@ import pytest
 
 from quantship.errors import InputError
 from quantship.plan.hardware import HardwareProfile, load_hardware
-from quantship.plan.matrix import load_matrix, resolve_format, resolve_stack, support
+from quantship.plan.matrix import Matrix, default_stack, load_matrix, resolve_format, resolve_stack, support
 
 # An AVX-512 host, like the one the issue measured vLLM CPU on.
 CPU = HardwareProfile(
@@ -102,3 +102,19 @@ def test_w4a16_on_vllm_cpu_needs_avx512():
     cell = support("w4a16", "vllm", avx2_only)
     assert cell.status == "refused" and "cpu_gemm_wna16" in cell.reason and "lacks avx512f" in cell.reason
     assert support("w8a8-int8", "vllm", avx2_only).status == "ok"
+
+
+def test_every_cpu_prior_is_for_a_format_its_stack_runs_on_the_cpu_it_describes():
+    priors = load_matrix().cpu_priors
+    described = HardwareProfile(id="cpu", name="the priors' CPU", kind="cpu", memory_bytes=16 << 30, arch="x86_64",
+                                cpu_flags=priors.cpu_flags)
+    for format_id in priors.tokens_per_s:
+        verdict = support(format_id, default_stack(format_id), described)
+        assert verdict.status != "refused", (format_id, verdict.reason)
+
+
+def test_a_prior_for_a_combination_the_matrix_refuses_does_not_load():
+    raw = load_matrix().model_dump()
+    raw["cpu_priors"]["tokens_per_s"]["w4a16"] = 260.0  # vLLM CPU's W4A16 kernel needs AVX-512; the priors' CPU is AVX2
+    with pytest.raises(ValueError, match="w4a16, which vllm cannot run there .*lacks avx512f"):
+        Matrix.model_validate(raw)

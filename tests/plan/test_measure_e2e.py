@@ -18,32 +18,21 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
-from quantship.envs import llamacpp, vllm_cpu
 from quantship.rundir import RunDir, atomic_write_json
 from quantship.serve import live_servers
+from tests.support.requires import requires
 
-pytestmark = [
-    pytest.mark.e2e,
-    pytest.mark.skipif(not vllm_cpu.status()["ready"], reason="vllm-cpu env not set up: run `quantship setup vllm-cpu`"),
-    pytest.mark.skipif(
-        not llamacpp.status()["ready"], reason="llama.cpp toolchain not built: run `quantship setup llama.cpp`"
-    ),
-]
+pytestmark = [pytest.mark.e2e, requires("vllm-cpu", "llama.cpp")]
 CONCURRENCY, TOKENS, REQUESTS = 4, 32, 4
 
 
 @pytest.fixture
-def demo_run(tmp_path) -> tuple[Path, Path]:
+def demo_run(demo_checkpoint, tmp_path) -> tuple[Path, Path]:
     """A run directory whose baseline is the demo checkpoint, with a GGUF Q8_0 variant."""
-    from quantship.errors import InputError
-    from quantship.models.demo import materialise_demo_model
     from quantship.quantize.spec import VariantSpec
     from quantship.quantize.stage import run_quantize
 
-    try:
-        model = materialise_demo_model()
-    except InputError as error:
-        pytest.skip(f"demo model unavailable: {error}")
+    model = demo_checkpoint
     run = tmp_path / "run"
     with RunDir(run).stage("baseline", {}, {}) as stage:
         atomic_write_json(stage.path("baseline.json"), {"checkpoint": {"path": str(model)}})

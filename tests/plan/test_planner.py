@@ -7,6 +7,7 @@ import pytest
 from quantship.errors import InputError
 from quantship.plan.geometry import estimate_params
 from quantship.plan.hardware import HardwareProfile, load_hardware
+from quantship.plan.matrix import load_matrix
 from quantship.plan.planner import Traffic, make_plan
 from quantship.plan.sizing import tp_problem
 from quantship.plan.variant import VariantInfo
@@ -87,19 +88,26 @@ def test_gpu_order_depends_on_sm_and_concurrency(llama3_8b):
     assert by_format(b200, "w8a8-int8").status == "refused"
 
 
-def test_cpu_order_follows_the_measured_throughput(smollm2):
+def test_cpu_choice_is_the_usable_format_with_the_highest_prior_and_says_it_is_a_prior(smollm2):
+    priors = load_matrix().cpu_priors.tokens_per_s
     result = plan(smollm2, CPU, context=2048, concurrency=16)
-    order = [c.format for c in result.candidates]
-    assert order[:3] == ["w8a8-int8", "bf16", "w4a16"]  # 414 > 346 > 260 tok/s
-    assert result.chosen.format == "w8a8-int8" and result.chosen.measured_tok_s == 414
+    ok = [c for c in result.candidates if c.usable]
+    fastest = max((c.format for c in ok if c.format in priors), key=priors.__getitem__)
+    assert result.chosen.format == fastest and result.chosen.prior_tok_s == priors[fastest]
+    assert all(c.measured_tok_s is None for c in result.candidates)  # nothing was measured
+    order = [c.format for c in ok]
+    unrated = [f for f in order if f not in priors]
+    assert unrated and all(order.index(f) > order.index(fastest) for f in unrated)
     fp8 = by_format(result, "w8a8-fp8")
+    order = [c.format for c in result.candidates]
     assert fp8.status == "slow" and order.index("w8a8-fp8") > order.index("gguf-q8_0")
     assert result.chosen.fit.settings.env == {"VLLM_CPU_KVCACHE_SPACE": "1"}
 
 
 def test_measurements_rerank_the_plan(smollm2):
     result = plan(smollm2, CPU, concurrency=16, measured={"w4a16": 500.0, "bf16": 300.0}, measured_source="bench")
-    assert result.chosen.format == "w4a16"
+    assert result.chosen.format == "w4a16" and result.chosen.measured_tok_s == 500.0
+    assert result.chosen.prior_tok_s is None  # measurements replace the priors, they do not mix
     assert result.ranking.basis == "measured" and result.ranking.order[:2] == ["w4a16", "bf16"]
 
 

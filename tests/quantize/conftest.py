@@ -7,19 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from quantship.progress import stderr_console
 from quantship.rundir import RunDir
-from quantship.stages.baseline import BaselineOptions, run_baseline
-from quantship.stages.calibrate import CalibrationOptions, run_calibrate
-
-
-def make_run(checkpoint: Path, root: Path, calibrate: bool = True) -> RunDir:
-    run = RunDir(root)
-    console = stderr_console()
-    run_baseline(checkpoint, run, BaselineOptions(window=64, stride=64, max_windows=2, batch_size=2, topk=4, max_new_tokens=2), console)
-    if calibrate:
-        run_calibrate(checkpoint, run, CalibrationOptions(samples=8, seq_len=32), console)
-    return run
+from tests.support.tiny_runs import make_run
 
 
 @pytest.fixture(scope="session")

@@ -1,6 +1,7 @@
 """GGUF variants of the demo model, made by the real llama.cpp toolchain and reloaded by llama.cpp.
 
-Needs `quantship setup llama.cpp` and `quantship demo-model`; skips (with the reason) otherwise.
+Needs `quantship setup llama.cpp` and the demo model package; skips (with the reason)
+otherwise, fails under CI.
 """
 
 from __future__ import annotations
@@ -11,28 +12,23 @@ import pytest
 from gguf import GGUFReader
 from rich.console import Console
 
-from quantship.envs import llamacpp
 from quantship.quantize.base import QuantizeContext
 from quantship.quantize.gguf_backend import BACKEND
 from quantship.quantize.spec import VariantSpec
 from quantship.rundir import RunDir, sha256_file
+from tests.support.budget import setup_budget
+from tests.support.requires import requires
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, requires("llama.cpp")]
 
 PROMPT = "The capital of France is Paris. The capital of Germany is"
 DEMO_TENSORS = 272  # 30 blocks x 9 + token_embd + output_norm (tied embeddings: no output.weight)
 
 
 @pytest.fixture(scope="module")
-def ctx(tmp_path_factory) -> QuantizeContext:
-    if not llamacpp.status()["ready"]:
-        pytest.skip("llama.cpp toolchain not set up; run `quantship setup llama.cpp`")
-    from quantship.models.demo import materialise_demo_model
-
-    try:
-        checkpoint = materialise_demo_model()
-    except Exception as error:  # the demo package is missing: nothing to quantize
-        pytest.skip(f"demo model unavailable: {error}")
+@setup_budget(300)
+def ctx(demo_checkpoint, tmp_path_factory) -> QuantizeContext:
+    checkpoint = demo_checkpoint
     from quantship.data.calibration import load_calibration
     from quantship.stages.calibrate import CalibrationOptions, run_calibrate
 
@@ -68,6 +64,25 @@ def greedy(path, max_tokens: int = 4) -> str:
         llm.close()
 
 
+def next_token_top(path, k: int = 5) -> dict[str, float]:
+    """The k most likely next tokens after PROMPT (token text -> log-probability), by llama.cpp."""
+    from llama_cpp import Llama
+
+    llm = Llama(model_path=str(path), n_ctx=256, n_threads=2, logits_all=True, verbose=False)
+    try:
+        choice = llm.create_completion(PROMPT, max_tokens=1, temperature=0.0, logprobs=k)["choices"][0]
+        return dict(choice["logprobs"]["top_logprobs"][0])
+    finally:
+        llm.close()
+
+
+def assert_berlin_in_top5(path) -> None:
+    """A 4-bit variant's greedy answer may drift (the demo model is small); the right answer
+    must stay among its five most likely next tokens."""
+    top = next_token_top(path)
+    assert " Berlin" in top, f"' Berlin' is not in the top 5 {top}"
+
+
 def test_q8_0_is_all_q8_0_and_says_berlin(ctx):
     # `quantize --imatrix` applies to every GGUF variant; Q8_0 ignores it, with a warning.
     out_dir, output = produce(ctx, name="q8", method="gguf", scheme="Q8_0", imatrix=True)
@@ -99,9 +114,7 @@ def test_q4_k_m_records_and_warns_about_fallbacks_on_576_wide_rows(ctx):
     assert f"{len(fallbacks)} of {DEMO_TENSORS} tensors" in output.warnings[0]
     assert "Q4_K" in output.details["type_histogram"]  # the 1536-wide ffn_down rows do fit
     print(f"\nQ4_K_M: {len(fallbacks)} fallbacks, {output.bits_per_weight} bpw, histogram {output.details['type_histogram']}")
-    text = greedy(out_dir / "model.gguf")
-    print(f"Q4_K_M greedy continuation: {text!r}")
-    assert text.strip()
+    assert_berlin_in_top5(out_dir / "model.gguf")
 
 
 def test_q4_k_m_with_imatrix_uses_the_calibration_text(ctx):
@@ -114,9 +127,7 @@ def test_q4_k_m_with_imatrix_uses_the_calibration_text(ctx):
     assert file_types(out_dir / "model.gguf") == file_types(plain_dir / "model.gguf")
     # Same types, different values: the importance matrix changed the rounding.
     assert sha256_file(out_dir / "model.gguf") != sha256_file(plain_dir / "model.gguf")
-    text = greedy(out_dir / "model.gguf")
-    print(f"\nQ4_K_M+imatrix: {output.bits_per_weight} bpw, greedy continuation: {text!r}")
-    assert text.strip()
+    assert_berlin_in_top5(out_dir / "model.gguf")
 
 
 def test_variants_of_one_run_share_one_conversion_and_one_importance_matrix(ctx):
@@ -142,7 +153,8 @@ def test_layer_overrides_keep_named_layers_at_higher_precision(ctx):
     assert {t for n, t in types.items() if n.startswith("blk.0.") and not n.endswith("norm.weight")} == {"BF16"}
     assert types["blk.1.attn_q.weight"] == "Q4_0"
     assert [o["pattern"] for o in output.details["overrides"]] == ["lm_head", r"model\.layers\.0\."]
-    assert greedy(out_dir / "model.gguf").strip()
+    # layer 0 in bf16 and lm_head in 8 bits: closer to the baseline than plain Q4_0
+    assert_berlin_in_top5(out_dir / "model.gguf")
 
 
 def test_convert_a_compressed_tensors_variant_to_gguf_with_lineage(ctx):
@@ -166,9 +178,7 @@ def test_convert_a_compressed_tensors_variant_to_gguf_with_lineage(ctx):
     assert [w["group_size"] for w in lineage["source_quantization"]["weights"].values()] == [64]
     assert output.details["tensor_count"] == DEMO_TENSORS
     assert sorted(p.name for p in out_dir.iterdir()) == ["logs", "model.gguf"]
-    text = greedy(out_dir / "model.gguf")
-    print(f"\nconvert w4g64 -> Q8_0 greedy continuation: {text!r}")
-    assert text.strip()
+    assert_berlin_in_top5(out_dir / "model.gguf")
     json.dumps(output.details)  # the manifest must be able to hold it
 
 

@@ -1,4 +1,4 @@
-"""The README's llm-compressor variants on the demo model, reloaded and generating.
+"""The README's llm-compressor variants on the demo model, reloaded and scored.
 
 Small calibration (16 x 256 tokens) keeps the file within minutes on 2 cores. The demo
 model's weights come from a Q4_1 file (already on a 4-bit grid), so these variants prove
@@ -16,6 +16,7 @@ from quantship.quantize.stage import run_quantize
 from quantship.rundir import RunDir, read_json
 from quantship.stages.baseline import BaselineOptions, run_baseline
 from quantship.stages.calibrate import CalibrationOptions, run_calibrate
+from tests.support.budget import setup_budget
 
 pytestmark = pytest.mark.e2e
 
@@ -37,6 +38,7 @@ EXPECTED = {
 
 
 @pytest.fixture(scope="module")
+@setup_budget(2700)  # baseline, calibration and four llm-compressor variants: ~10 min idle, 2 cores
 def demo_run(demo_checkpoint, tmp_path_factory) -> tuple[RunDir, list]:
     run = RunDir(tmp_path_factory.mktemp("demo") / "run")
     console = stderr_console()
@@ -57,9 +59,43 @@ def test_variant_is_written_with_measured_bits(demo_run, demo_checkpoint, spec):
     assert manifest["size_bytes"] < sum(f.stat().st_size for f in demo_checkpoint.glob("*.safetensors"))
 
 
-# Measured: min-max RTN at 4 bits (g64, symmetric or not) answers " Germany." on the demo
-# model, whose baseline answers " Berlin."; the calibrated methods keep the answer.
-RTN_LOSES_IT = pytest.mark.xfail(reason="RTN W4A16 g64 answers ' Germany.' on the demo model (measured)", strict=False)
+def next_token_logprobs(folder, prompt: str) -> tuple[torch.Tensor, object]:
+    """log-softmax over the vocabulary for the token after `prompt`, in float32."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    model = AutoModelForCausalLM.from_pretrained(folder).eval()
+    ids = tokenizer(prompt, return_tensors="pt").input_ids
+    with torch.no_grad():
+        logits = model(ids).logits[0, -1].float()
+    return torch.log_softmax(logits, -1), tokenizer
+
+
+def token_id(tokenizer, word: str) -> int:
+    [ident] = tokenizer(word, add_special_tokens=False).input_ids  # each answer is one token
+    return ident
+
+
+# Measured (log-probabilities of the next token): RTN W4A16 g64 " Germany" -1.14, " Berlin"
+# -1.52 (0.38 nats apart, far above run-to-run noise); GPTQ " Berlin" -0.19 vs -2.56; INT8
+# and FP8 " Berlin" -0.03 vs -4.5. Strict: if RTN ever ranks " Berlin" first this xfail
+# fails and must go; only the ranking assertion (an AssertionError) counts, not a crash.
+RTN_LOSES_IT = pytest.mark.xfail(
+    reason="RTN W4A16 g64 ranks ' Germany' above ' Berlin' on the demo model (measured)",
+    raises=AssertionError,
+    strict=True,
+)
+
+
+@pytest.mark.parametrize("spec", VARIANTS, ids=lambda s: s.name)
+def test_variant_reloads_through_transformers_and_keeps_berlin_near_the_top(demo_run, spec):
+    run, _ = demo_run
+    logprobs, tokenizer = next_token_logprobs(run.stage_dir(f"variants/{spec.name}"), PROMPT)
+    berlin = token_id(tokenizer, " Berlin")
+    top5 = logprobs.topk(5).indices.tolist()
+    # Every variant, even the one that loses the greedy answer, keeps the right one in its top 5
+    # (measured: second for RTN, first for the others).
+    assert berlin in top5, f"{spec.name}: top 5 {tokenizer.convert_ids_to_tokens(top5)}"
 
 
 @pytest.mark.parametrize(
@@ -67,15 +103,10 @@ RTN_LOSES_IT = pytest.mark.xfail(reason="RTN W4A16 g64 answers ' Germany.' on th
     [pytest.param(s, marks=RTN_LOSES_IT) if s.method == "rtn" else s for s in VARIANTS],
     ids=lambda s: s.name,
 )
-def test_variant_reloads_through_transformers_and_says_berlin(demo_run, spec):
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
+def test_variant_ranks_berlin_above_the_wrong_answers(demo_run, spec):
     run, _ = demo_run
-    folder = run.stage_dir(f"variants/{spec.name}")
-    tokenizer = AutoTokenizer.from_pretrained(folder)
-    model = AutoModelForCausalLM.from_pretrained(folder).eval()
-    ids = tokenizer(PROMPT, return_tensors="pt").input_ids
-    with torch.no_grad():
-        out = model.generate(ids, max_new_tokens=3, do_sample=False)
-    text = tokenizer.decode(out[0, ids.shape[1]:])
-    assert text.startswith(" Berlin"), f"{spec.name} says {text!r}"
+    logprobs, tokenizer = next_token_logprobs(run.stage_dir(f"variants/{spec.name}"), PROMPT)
+    berlin = float(logprobs[token_id(tokenizer, " Berlin")])
+    for wrong in (" Germany", " Paris"):
+        assert berlin > float(logprobs[token_id(tokenizer, wrong)]), f"{spec.name}: {wrong!r} ranks above ' Berlin'"
+    assert int(logprobs.argmax()) == token_id(tokenizer, " Berlin"), f"{spec.name}: greedy is not ' Berlin'"

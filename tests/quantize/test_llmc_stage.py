@@ -130,7 +130,7 @@ def test_failed_variant_leaves_nothing_and_keep_going_finishes_the_others(tiny_r
 
 
 def test_methods_that_need_calibration_are_refused_without_it(tiny_checkpoint, tmp_path):
-    from tests.quantize.conftest import make_run
+    from tests.support.tiny_runs import make_run
 
     run = make_run(tiny_checkpoint, tmp_path / "run", calibrate=False)
     with pytest.raises(InputError, match="needs calibration data.*quantship calibrate"):

@@ -1,7 +1,8 @@
-"""NF4 through transformers + bitsandbytes on the tiny Llama (skipped without bitsandbytes)."""
+"""NF4 through transformers + bitsandbytes on the tiny Llama (bitsandbytes is a dependency)."""
 
 from __future__ import annotations
 
+import bitsandbytes as bnb
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -11,8 +12,6 @@ from quantship.progress import stderr_console
 from quantship.quantize.spec import VariantSpec
 from quantship.quantize.stage import run_quantize
 from quantship.rundir import read_json
-
-bnb = pytest.importorskip("bitsandbytes")
 
 
 def test_nf4_variant_reloads_with_4bit_layers_and_kept_layers_exact(tiny_run, tiny_checkpoint_template):

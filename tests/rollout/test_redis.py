@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import shutil
 import subprocess
 import time
 
@@ -15,8 +14,9 @@ from quantship.rollout.controller import Controller
 from quantship.rollout.metrics import Metrics
 from quantship.rollout.store import RedisStore
 from tests.support.openai_stub import free_port
+from tests.support.requires import requires
 
-pytestmark = pytest.mark.skipif(shutil.which("redis-server") is None, reason="redis-server is not installed")
+pytestmark = requires("redis-server")
 
 
 @pytest.fixture

@@ -6,7 +6,7 @@ import os
 import subprocess
 import sys
 
-from tests.serve.conftest import W8A8_INT8, make_variant, write_checkpoint
+from tests.support.serve_files import W8A8_INT8, make_variant, write_checkpoint
 
 
 def quantship(*args, cwd, home):

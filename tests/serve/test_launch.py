@@ -8,7 +8,7 @@ from pathlib import Path
 from quantship.serve import launch
 from quantship.serve.launch import ServeOptions
 from quantship.serve.target import from_model_path
-from tests.serve.conftest import W4A16, write_checkpoint
+from tests.support.serve_files import W4A16, write_checkpoint
 
 
 def _flag(argv: list[str], name: str) -> str:

@@ -10,7 +10,7 @@ import pytest
 from quantship.errors import InputError
 from quantship.serve import preflight
 from quantship.serve.target import from_model_path, from_variant
-from tests.serve.conftest import W4A16, W8A8_INT8, make_variant, write_checkpoint
+from tests.support.serve_files import W4A16, W8A8_INT8, make_variant, write_checkpoint
 
 
 def test_variant_without_verdict_is_refused_unless_forced(run_dir):

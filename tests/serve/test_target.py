@@ -6,7 +6,7 @@ import pytest
 
 from quantship.errors import InputError
 from quantship.serve.target import from_model_path, from_variant, plan_format
-from tests.serve.conftest import W4A16, W8A8_INT8, make_variant, write_checkpoint
+from tests.support.serve_files import W4A16, W8A8_INT8, make_variant, write_checkpoint
 
 
 def test_plain_checkpoint_is_bf16_control(tmp_path):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 from quantship.rundir import read_json
-from tests.validate.conftest import run_cli
+from tests.support.validate_runs import run_cli
 
 SMALL = ["--long-window", "128", "--long-windows", "1", "--tasks", "none"]
 

@@ -3,19 +3,19 @@
 The tiny model (2 blocks, 64 wide, random) carries the demo model's tokenizer:
 llama.cpp's converter refuses BPE pre-tokenizers it does not know, such as the one
 tests/conftest.py trains. Its 64-wide rows fit only llama.cpp's 32-block types, so the
-variants are Q4_0 (plus Q8_0 overrides). Skips without `quantship setup llama.cpp`.
+variants are Q4_0 (plus Q8_0 overrides). Skips without `quantship setup llama.cpp`
+(fails under CI); e2e because it drives the real llama.cpp binaries.
 """
 
 from __future__ import annotations
+
+import shutil
+from pathlib import Path
 
 import pytest
 import torch
 from gguf import GGUFReader
 
-import shutil
-from pathlib import Path
-
-from quantship.envs import llamacpp
 from quantship.models.loading import load_causal_lm
 from quantship.progress import stderr_console
 from quantship.quantize.gguf_files import model_gguf
@@ -26,13 +26,16 @@ from quantship.stages.baseline import BaselineOptions, run_baseline
 from quantship.stages.calibrate import CalibrationOptions, run_calibrate
 from quantship.validate.baseline_data import load_baseline
 from quantship.validate.sensitivity import block_sensitivity, variant_weights
-from tests.validate.conftest import _scale_lm_head, run_cli
-from tests.validate.test_recover_tiny import LOOSE, SMALL
+from tests.support.budget import setup_budget
+from tests.support.recover_options import LOOSE, SMALL
+from tests.support.requires import requires
+from tests.support.validate_runs import run_cli, scale_lm_head
 
-pytestmark = pytest.mark.skipif(not llamacpp.status()["ready"], reason="llama.cpp toolchain not set up; run `quantship setup llama.cpp`")
+pytestmark = [pytest.mark.e2e, requires("llama.cpp")]
 
 
 @pytest.fixture(scope="module")
+@setup_budget(600)  # baseline, calibration and a GGUF conversion of the tiny model
 def gguf_run_template(demo_checkpoint, tmp_path_factory) -> RunDir:
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
@@ -44,7 +47,7 @@ def gguf_run_template(demo_checkpoint, tmp_path_factory) -> RunDir:
     checkpoint = tmp_path_factory.mktemp("gckpt") / "tiny"
     LlamaForCausalLM(config).to(torch.bfloat16).save_pretrained(checkpoint, safe_serialization=True)
     tokenizer.save_pretrained(checkpoint)
-    _scale_lm_head(checkpoint, 10.0)
+    scale_lm_head(checkpoint, 10.0)
     run = RunDir(tmp_path_factory.mktemp("gruns") / "tiny")
     run_baseline(checkpoint, run, BaselineOptions(window=32, stride=32, max_windows=3, batch_size=3, topk=4, max_new_tokens=6), stderr_console())
     run_calibrate(checkpoint, run, CalibrationOptions(samples=8, seq_len=32), stderr_console())  # for the imatrix variant

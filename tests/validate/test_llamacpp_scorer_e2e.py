@@ -13,13 +13,13 @@ import torch
 from quantship.evaluate.perplexity import hf_logits_fn
 from quantship.models.loading import load_causal_lm, load_tokenizer
 from quantship.validate.windows import topk_tail_kl
+from tests.support.requires import demo_gguf_or_skip, requires
 
-pytestmark = pytest.mark.e2e
-llama_cpp = pytest.importorskip("llama_cpp")
+# llama-cpp-python is built by `quantship setup llama.cpp`, which checks its bindings.
+pytestmark = [pytest.mark.e2e, requires("llama.cpp")]
 
 
 def test_gguf_logits_and_greedy_match_transformers(demo_checkpoint):
-    from quantship.models.demo import locate_demo_gguf
     from quantship.validate.scorers import LlamaCppScorer
 
     tokenizer = load_tokenizer(demo_checkpoint)
@@ -27,7 +27,7 @@ def test_gguf_logits_and_greedy_match_transformers(demo_checkpoint):
     model = load_causal_lm(demo_checkpoint, "float32", "cpu")
     with torch.inference_mode():
         hf = torch.log_softmax(hf_logits_fn(model)(ids)[0].float(), -1)
-    scorer = LlamaCppScorer(locate_demo_gguf(), tokenizer, n_ctx=256)
+    scorer = LlamaCppScorer(demo_gguf_or_skip(), tokenizer, n_ctx=256)
     try:
         gg = torch.log_softmax(scorer.logits(ids)[0].float(), -1)
         prompt = tokenizer("The capital of France is")["input_ids"]

@@ -8,10 +8,8 @@ from quantship.progress import stderr_console
 from quantship.quantize.spec import VariantSpec
 from quantship.quantize.stage import run_quantize
 from quantship.rundir import read_json
-from tests.validate.conftest import run_cli
-
-SMALL = ["--long-window", "128", "--long-windows", "1", "--tasks", "none"]
-LOOSE = "max_perplexity_delta: 10\nmax_kl_p99: 100\nmin_top1_agreement: 0\nmax_greedy_regressions: 1\nmax_probe_drop: 1\nmax_long_context_delta: 10\n"
+from tests.support.recover_options import LOOSE, SMALL
+from tests.support.validate_runs import run_cli
 
 
 @pytest.fixture

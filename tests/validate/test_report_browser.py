@@ -5,14 +5,12 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
-from pathlib import Path
 
 import pytest
 
 from quantship.rundir import RunDir, atomic_write_json
 from quantship.validate.report import write_report
-
-CHROMIUM = Path("/usr/bin/chromium")
+from tests.support.requires import chromium, requires
 
 
 def _verdict(variant: str, bits: float, delta: float, passed: bool) -> dict:
@@ -45,7 +43,7 @@ def _gguf_recovery() -> dict:
             "precision": "8bit", "kept_type": "Q8_0", "steps": steps, "recovered": "q4_0-mp4", "outcome": "q4_0-mp4 passes at 5.750 bits/weight"}
 
 
-@pytest.mark.skipif(not CHROMIUM.exists(), reason="Debian chromium is not installed (apt-get install -y chromium)")
+@requires("chromium")
 def test_report_renders_in_headless_chromium(tmp_path):
     run = RunDir(tmp_path / "run")
     atomic_write_json(run.root / "validation" / "q8.json", _verdict("q8", 8.5, 0.01, True))
@@ -54,7 +52,7 @@ def test_report_renders_in_headless_chromium(tmp_path):
     report = write_report(run)
     shot = tmp_path / "shot.png"
     profile = tmp_path / "profile"
-    common = [str(CHROMIUM), "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    common = [str(chromium()), "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
               "--disable-background-networking", "--disable-component-update", "--disable-sync", f"--user-data-dir={profile}"]
     dom = subprocess.run([*common, "--dump-dom", report.as_uri()], capture_output=True, text=True, timeout=180, check=True).stdout
     assert "<table id=\"checks\">" in dom and "<table id=\"divergences\">" in dom

@@ -8,7 +8,7 @@ from quantship.models.loading import load_tokenizer
 from quantship.rundir import read_json
 from quantship.validate.scorers import TransformersScorer
 from quantship.validate.tasks import BUILTIN_TASKS, build_task_files, hf_lm, scorer_lm, task_accuracy
-from tests.validate.conftest import add_plain_variant, run_cli
+from tests.support.validate_runs import add_plain_variant, run_cli
 
 
 def test_task_files_are_deterministic_multiple_choice(tmp_path):

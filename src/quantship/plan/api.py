@@ -60,7 +60,8 @@ class PlanArgs(BaseModel):
             "devices": self.devices,
             "max_memory_utilization": self.max_memory_utilization,
             "variant": str(self.variant) if self.variant else None,
-            "measured_tok_s": result.plan.ranking.tokens_per_s,
+            "ranking_basis": result.plan.ranking.basis,
+            "ranking_tok_s": result.plan.ranking.tokens_per_s,
             **({"measure": self.measure_settings.model_dump()} if self.measure else {}),
         }
 

@@ -71,8 +71,11 @@ class Priors(_Strict):
     throughput: tuple[str, ...]
 
 
-class Measured(_Strict):
+class ThroughputPriors(_Strict):
+    """Decode tokens/s assumed for a CPU until `plan --measure` measures the real one."""
+
     source: str
+    cpu_flags: tuple[str, ...]  # of the CPU the figures describe
     tokens_per_s: dict[str, float]
 
 
@@ -82,12 +85,20 @@ class Matrix(_Strict):
     default_stack: dict[str, str]
     latency_max_concurrency: int = Field(ge=1)
     priors: dict[Literal["gpu-fp8", "gpu-int8", "cpu"], Priors]
-    cpu_measured: Measured
+    cpu_priors: ThroughputPriors
+
+    def cell(self, format_id: str, stack: str, kind: str) -> Cell:
+        """The cell for one format on one stack and kind of device (the stack's default if none)."""
+        spec = self.stacks[stack]
+        cells = spec.cells.get(format_id)
+        if cells is None:
+            return spec.default
+        return cells.gpu if kind == "gpu" else cells.cpu
 
     @model_validator(mode="after")
     def _consistent(self) -> Matrix:
         known = set(self.formats)
-        named = set(self.default_stack) | set(self.cpu_measured.tokens_per_s)
+        named = set(self.default_stack) | set(self.cpu_priors.tokens_per_s)
         for stack in self.stacks.values():
             named |= set(stack.cells)
         for priors in self.priors.values():
@@ -98,7 +109,19 @@ class Matrix(_Strict):
             raise ValueError(f"formats without a default stack: {sorted(missing)}")
         if bad := set(self.default_stack.values()) - set(self.stacks):
             raise ValueError(f"default_stack names unknown stacks: {sorted(bad)}")
+        self._priors_only_for_what_runs()
         return self
+
+    def _priors_only_for_what_runs(self) -> None:
+        """A throughput prior for a format its stack cannot run on that CPU is a made-up figure."""
+        flags = set(self.cpu_priors.cpu_flags)
+        for format_id in self.cpu_priors.tokens_per_s:
+            stack = self.default_stack[format_id]
+            cell = self.cell(format_id, stack, "cpu")
+            missing = sorted(set(cell.needs_cpu_flags) - flags)
+            if cell.status == "refused" or missing:
+                lacking = f" (the priors' CPU lacks {', '.join(missing)})" if missing else ""
+                raise ValueError(f"cpu_priors has a figure for {format_id}, which {stack} cannot run there{lacking}")
 
 
 class Support(BaseModel):
@@ -141,11 +164,11 @@ def resolve_stack(name: str) -> str:
 
 def support(format_id: str, stack: str, hardware: HardwareProfile) -> Support:
     """Look one cell up, applying its compute-capability gate to GPUs."""
-    spec = load_matrix().stacks[stack]
-    cells = spec.cells.get(format_id)
-    if cells is None:
-        return Support(format=format_id, stack=stack, status=spec.default.status, reason=spec.default.why)
-    cell = cells.gpu if hardware.kind == "gpu" else cells.cpu
+    matrix = load_matrix()
+    if format_id not in matrix.stacks[stack].cells:
+        default = matrix.stacks[stack].default
+        return Support(format=format_id, stack=stack, status=default.status, reason=default.why)
+    cell = matrix.cell(format_id, stack, hardware.kind)
     status, reason = cell.status, cell.why if cell.status != "ok" else None
     if hardware.kind == "cpu" and hardware.arch != "x86_64" and stack == "vllm" and format_id != "bf16":
         status, reason = "refused", f"quantship plans vLLM {format_id} only on x86_64 CPUs (this is {hardware.arch})"

@@ -39,7 +39,8 @@ class Candidate(BaseModel):
     weights_source: str | None = None
     fit: Fit | None = None
     decode_roofline_tok_s: float | None = None
-    measured_tok_s: float | None = None
+    measured_tok_s: float | None = None   # decode tokens/s measured (plan --measure, --measurements)
+    prior_tok_s: float | None = None      # decode tokens/s from the shipped priors, not a measurement
     artifact: str | None = None       # the folder/file holding this format, when one was given
 
     @property
@@ -102,8 +103,9 @@ def make_plan(
         for f in formats
         for s in _stacks_for(f, stack, explicit_format=format != "auto")
     ]
+    rate_field = "measured_tok_s" if ranking.basis == "measured" else "prior_tok_s"
     for candidate in candidates:
-        candidate.measured_tok_s = ranking.tokens_per_s.get(candidate.format)
+        setattr(candidate, rate_field, ranking.tokens_per_s.get(candidate.format))
     candidates.sort(key=lambda c: (not c.usable, STATUS_ORDER[c.status], ranking.position(c.format)))
     chosen = candidates[0]
     if not chosen.usable:

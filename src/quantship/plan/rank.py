@@ -1,7 +1,8 @@
 """Which format to recommend first: priors per hardware, replaced by measurements.
 
-The fastest format depends on the machine (on an AVX2 CPU, W4A16 decodes slower than
-bf16), so a measured tokens-per-second figure always outranks a prior. `rerank` is
+The fastest format depends on the machine, so a measured tokens-per-second figure
+always outranks a prior (on CPU the priors are hand-entered rates, formats.yaml's
+`cpu_priors`). `rerank` is
 the hook `plan --measure` feeds: formats it measured come first, fastest first; the
 rest keep their prior order behind them.
 """
@@ -22,7 +23,7 @@ class Ranking(BaseModel):
     order: list[str]
     basis: str                                 # "prior" or "measured"
     source: str
-    tokens_per_s: dict[str, float] = {}
+    tokens_per_s: dict[str, float] = {}        # the rates the order rests on (priors or measurements, per basis)
 
     def position(self, format_id: str) -> int:
         return self.order.index(format_id) if format_id in self.order else len(self.order)
@@ -40,13 +41,13 @@ def regime(concurrency: int) -> str:
 
 
 def prior_ranking(hardware: HardwareProfile, concurrency: int) -> Ranking:
-    """The shipped order for this hardware; on CPU the shipped measurements decide."""
+    """The shipped order for this hardware; on CPU the shipped throughput priors decide."""
     matrix = load_matrix()
     klass, mode = prior_class(hardware), regime(concurrency)
     order = list(getattr(matrix.priors[klass], mode))
     if klass == "cpu":
-        measured = matrix.cpu_measured
-        ranked = rerank(order, measured.tokens_per_s, f"shipped measurement: {measured.source}")
+        priors = matrix.cpu_priors
+        ranked = rerank(order, priors.tokens_per_s, f"shipped priors: {priors.source}")
         return ranked.model_copy(update={"basis": "prior"})
     return Ranking(order=order, basis="prior", source=f"{klass} priors, {mode} regime (concurrency {concurrency})")
 

@@ -42,7 +42,7 @@ def render(plan: Plan, model_path: str) -> Group:
     notes = [Text(f"note: {n}", style="dim") for n in plan.notes]
     legend = Text(
         "replicas (naive): per device, and weights-only count in brackets; ctx seqs: full-context sequences the "
-        "KV cache holds; tok/s: measured decode, or ≤ a memory-bandwidth upper bound",
+        "KV cache holds; tok/s: measured decode, ~N a shipped prior (not measured), or ≤ a memory-bandwidth upper bound",
         style="dim",
     )
     return Group(head, _table(plan), legend, *reasons, _chosen(plan, model_path), *notes)
@@ -67,8 +67,12 @@ def _row(rank: int, c: Candidate) -> list[str]:
     if c.fit is None:
         return [str(rank), c.format, c.stack, status, *["-"] * 9]
     f, b = c.fit, c.fit.budget
-    rate = f"{c.measured_tok_s:g}" if c.measured_tok_s is not None else (
-        f"≤{c.decode_roofline_tok_s:,.0f}" if c.decode_roofline_tok_s else "-")
+    if c.measured_tok_s is not None:
+        rate = f"{c.measured_tok_s:g}"
+    elif c.prior_tok_s is not None:
+        rate = f"~{c.prior_tok_s:g}"
+    else:
+        rate = f"≤{c.decode_roofline_tok_s:,.0f}" if c.decode_roofline_tok_s else "-"
     return [
         str(rank), c.format, c.stack, status,
         gib(c.weights_bytes), gib(b.kv_bytes), gib(b.overhead_bytes), gib(b.total_bytes),

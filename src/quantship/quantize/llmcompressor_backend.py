@@ -92,6 +92,7 @@ class LLMCompressorBackend:
             "tensor_dtypes": written["dtypes"],
             "quantized_linear_bits_per_weight": written["quantized_linear_bits_per_weight"],
             "calibration": {"samples": samples, "seq_len": seq_len} if samples else None,
+            "device": _onload_device(),
             "cpu_workarounds": ["AWQ: pin_memory skipped (CPU-only torch)"] if spec.method == "awq" and not _has_accelerator() else [],
         }
         return VariantOutput(
@@ -182,6 +183,13 @@ def _has_accelerator() -> bool:
     import torch
 
     return torch.accelerator.is_available()
+
+
+def _onload_device() -> str:
+    """Where oneshot runs the layers: llm-compressor onloads them to the accelerator if there is one."""
+    import torch
+
+    return torch.accelerator.current_accelerator().type if _has_accelerator() else "cpu"
 
 
 @lru_cache(maxsize=1)
