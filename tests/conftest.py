@@ -10,6 +10,7 @@ import pytest
 
 from tests.support.budget import setup_budget
 from tests.support.plugin import pytest_collection_modifyitems, pytest_runtest_setup  # noqa: F401 (hooks)
+from tests.support.redis_server import redis_url  # noqa: F401 (fixture: a real redis-server)
 from tests.support.requires import demo_checkpoint_or_skip
 from tests.support.tiny_model import build_tiny_checkpoint
 

@@ -14,9 +14,9 @@ from quantship.deploy import kubernetes as k8s
 from quantship.deploy.config import parse_deploy
 from quantship.plan.matrix import load_matrix
 from quantship.rundir import RunDir, read_json
-from tests.deploy.conftest import VARIANT, deploy_config, make_run
-from tests.serve.conftest import W8A8_INT8
+from tests.support.deploy_runs import VARIANT, deploy_config, make_run
 from tests.support.openai_stub import OpenAIStub
+from tests.support.serve_files import W8A8_INT8
 
 CPU_NODES = {"count": 40, "gpus_per_node": 0, "memory_gib": 64, "cpus": 16}
 

@@ -14,8 +14,8 @@ from quantship.deploy import kubernetes as k8s
 from quantship.deploy.config import load_deploy
 from quantship.plan.api import PlanArgs, plan_from_args, write_plan
 from quantship.rundir import RunDir, atomic_write_json
-from tests.deploy.conftest import baseline_inputs
 from tests.deploy.schemas import errors_of
+from tests.support.deploy_runs import baseline_inputs
 
 PIPELINE = Path(__file__).resolve().parents[2] / "examples" / "demo" / "pipeline.yaml"
 

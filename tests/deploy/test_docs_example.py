@@ -8,7 +8,7 @@ from pathlib import Path
 from quantship.deploy.capacity import capacity_table
 from quantship.deploy.config import Nodes, Traffic
 from quantship.plan.api import PlanArgs, plan_from_args
-from tests.plan.conftest import LLAMA3_70B
+from tests.support.model_configs import LLAMA3_70B
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "kubernetes.md"
 

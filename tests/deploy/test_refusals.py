@@ -13,7 +13,7 @@ from quantship.deploy.config import parse_deploy
 from quantship.errors import InputError
 from quantship.serve import preflight
 from quantship.serve.target import from_variant
-from tests.deploy.conftest import NODES, VARIANT, deploy_config, make_run
+from tests.support.deploy_runs import NODES, VARIANT, deploy_config, make_run
 
 
 def _refusal(run, **overrides) -> str:

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -158,3 +161,20 @@ class WebhookSink:
     def close(self) -> None:
         self._server.shutdown()
         self._server.server_close()
+
+
+def start_gateway_process(config_path: Path, port: int, log: Path) -> subprocess.Popen:
+    """`quantship rollout serve` as its own process (to be SIGKILLed), once /health answers."""
+    env = {**os.environ, "QUANTSHIP_ROLLOUT_TOKEN": TOKEN}
+    cmd = [sys.executable, "-m", "quantship.cli", "rollout", "serve", "--config", str(config_path), "--port", str(port)]
+    process = subprocess.Popen(cmd, env=env, stdout=log.open("ab"), stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
+                return process
+        except httpx.HTTPError:
+            pass
+        assert process.poll() is None, log.read_text()
+        assert time.monotonic() < deadline, "gateway did not come up"
+        time.sleep(0.1)

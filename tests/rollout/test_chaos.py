@@ -17,8 +17,13 @@ import yaml
 
 from quantship.rollout.assign import assign
 from quantship.rollout.breaker import CLOSED, HALF_OPEN, OPEN
-from tests.rollout.helpers import TOKEN, GatewayServer, chat, make_config
-from tests.rollout.test_fault import _start_gateway
+from tests.rollout.helpers import (
+    TOKEN,
+    GatewayServer,
+    chat,
+    make_config,
+    start_gateway_process,
+)
 from tests.support.openai_stub import free_port
 
 POISON = [  # each passed json.loads and crashed the gateway or a backend before issue 14
@@ -183,7 +188,7 @@ def test_a_gateway_killed_right_after_a_rollback_delivers_the_webhook_after_its_
     config_path.write_text(yaml.safe_dump(config.model_dump(mode="json")))
     port, log = free_port(), tmp_path / "gateway.log"
     auth = {"authorization": f"Bearer {TOKEN}"}
-    gateway = _start_gateway(config_path, port, log)
+    gateway = start_gateway_process(config_path, port, log)
     try:
         rolled = httpx.post(f"http://127.0.0.1:{port}/admin/rollback", json={"reason": "kill me"}, headers=auth, timeout=10)
         assert rolled.json()["status"] == "rolled_back"
@@ -192,7 +197,7 @@ def test_a_gateway_killed_right_after_a_rollback_delivers_the_webhook_after_its_
         gateway.wait(timeout=10)
     assert webhook.events == []
     webhook.down = False
-    gateway = _start_gateway(config_path, port, log)
+    gateway = start_gateway_process(config_path, port, log)
     try:
         deadline = time.monotonic() + 30
         while not webhook.events:

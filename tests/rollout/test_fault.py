@@ -4,38 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import signal
-import subprocess
-import sys
 import time
-from pathlib import Path
 
 import httpx
 import yaml
 
-from tests.rollout.helpers import TOKEN, make_config
+from tests.rollout.helpers import TOKEN, make_config, start_gateway_process
 from tests.support.openai_stub import OpenAIStub, StubProcess, free_port
 
 TOTAL = 2000
 KILL_AT = 1000
 CONCURRENCY = 32
-
-
-def _start_gateway(config_path: Path, port: int, log: Path) -> subprocess.Popen:
-    env = {**os.environ, "QUANTSHIP_ROLLOUT_TOKEN": TOKEN}
-    cmd = [sys.executable, "-m", "quantship.cli", "rollout", "serve", "--config", str(config_path), "--port", str(port)]
-    process = subprocess.Popen(cmd, env=env, stdout=log.open("ab"), stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
-                return process
-        except httpx.HTTPError:
-            pass
-        assert process.poll() is None, log.read_text()
-        assert time.monotonic() < deadline, "gateway did not come up"
-        time.sleep(0.1)
 
 
 def _status(port: int) -> dict:
@@ -80,7 +60,7 @@ def test_two_thousand_requests_survive_a_treatment_crash_and_a_gateway_kill(tmp_
         config_path.write_text(yaml.safe_dump(config.model_dump(mode="json")))
         port = free_port()
         log = tmp_path / "gateway.log"
-        gateway = _start_gateway(config_path, port, log)
+        gateway = start_gateway_process(config_path, port, log)
         try:
             def on_progress(done: int) -> None:
                 if done == KILL_AT:
@@ -106,7 +86,7 @@ def test_two_thousand_requests_survive_a_treatment_crash_and_a_gateway_kill(tmp_
             gateway.send_signal(signal.SIGKILL)
             gateway.wait(timeout=10)
 
-        gateway = _start_gateway(config_path, port, log)
+        gateway = start_gateway_process(config_path, port, log)
         try:
             after = _status(port)
             for key in ("stage", "stage_name", "status", "treatment_fraction", "counters", "reasons"):

@@ -7,7 +7,6 @@ import json
 import httpx
 
 from quantship.rollout.assign import assign
-
 from tests.rollout.helpers import TOKEN, GatewayServer, chat, make_config
 
 USERS = [f"user-{i}" for i in range(400)]

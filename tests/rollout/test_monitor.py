@@ -2,7 +2,14 @@ import time
 
 from quantship.rollout.config import DEFAULT_REFUSALS, Thresholds
 from quantship.rollout.monitor import BREACH, INSUFFICIENT, PASS, ProbeRound, check
-from quantship.rollout.quality import Observation, coherence, compile_refusals, is_looping, is_refusal, observe
+from quantship.rollout.quality import (
+    Observation,
+    coherence,
+    compile_refusals,
+    is_looping,
+    is_refusal,
+    observe,
+)
 
 FLUENT = "The river bends past the old mill where farmers once brought grain each autumn and children watch."
 REFUSALS = compile_refusals(DEFAULT_REFUSALS)

@@ -13,7 +13,6 @@ from quantship.rollout.state import ROLLED_BACK, RolloutState
 from quantship.rollout.store import RedisStore, SqliteStore, Store
 from quantship.rollout.webhook import MAX_BACKOFF_S, WebhookOutbox
 from tests.rollout.helpers import GatewayServer, make_config
-from tests.rollout.test_redis import redis_url  # noqa: F401  (the redis-server fixture)
 
 _NO_REDIS = shutil.which("redis-server") is None and os.environ.get("CI") != "true"  # CI must have it: fail there
 

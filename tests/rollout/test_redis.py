@@ -3,41 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-import subprocess
-import time
 
-import pytest
-import redis
-
-from tests.rollout.helpers import GatewayServer, chat, make_config
 from quantship.rollout.controller import Controller
 from quantship.rollout.metrics import Metrics
 from quantship.rollout.store import RedisStore
-from tests.support.openai_stub import free_port
+from tests.rollout.helpers import GatewayServer, chat, make_config
 from tests.support.requires import requires
 
 pytestmark = requires("redis-server")
-
-
-@pytest.fixture
-def redis_url(tmp_path):
-    port = free_port()
-    process = subprocess.Popen(
-        ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", str(tmp_path)],
-        stdout=subprocess.DEVNULL,
-    )
-    client = redis.Redis(port=port)
-    deadline = time.monotonic() + 10
-    while True:
-        try:
-            client.ping()
-            break
-        except redis.ConnectionError:
-            assert time.monotonic() < deadline, "redis-server did not start"
-            time.sleep(0.05)
-    yield f"redis://127.0.0.1:{port}/0"
-    process.kill()
-    process.wait(timeout=10)
 
 
 def test_concurrent_rollbacks_from_many_replicas_apply_once(tmp_path, redis_url):

@@ -8,7 +8,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from quantship.rollout.validate import MAX_DEPTH, RequestError, check_request, parse, request_schema
+from quantship.rollout.validate import (
+    MAX_DEPTH,
+    RequestError,
+    check_request,
+    parse,
+    request_schema,
+)
 
 CHAT = {"model": "smol", "messages": [{"role": "user", "content": "hi"}]}
 
