@@ -55,7 +55,8 @@ def completion_requests(draw) -> tuple[str, str, bytes]:
 OTHER = st.tuples(
     st.sampled_from(["GET", "POST", "PUT", "DELETE", "OPTIONS", "PATCH"]),
     st.sampled_from(["/v1/models", "/health", "/metrics", "/openapi.json", "/v1/chat/completions", "/v1/completions",
-                     "/v1/embeddings", "/", "/v1/../admin/status", "/%00", "/v1/models?x=%ff"]),
+                     "/v1/embeddings", "/", "/v1/../admin/status", "/%00", "/v1/models?x=%ff",
+                     "/rollout/analysis", "/rollout/analysis?gate=pass", "/rollout/analysis?gate=%ff"]),
     st.binary(max_size=64),
 )
 REQUESTS = st.one_of(completion_requests(), completion_requests(), completion_requests(), OTHER)
@@ -90,7 +91,9 @@ def test_generated_requests_never_crash_drop_or_move_the_rollout(tmp_path, contr
             statuses[response.status] += 1
             assert connection.sock is sock, "the gateway closed the connection"
             assert response.status != 500 and response.status < 600, payload
-            if response.status >= 400:
+            if response.status == 412 and path.startswith("/rollout/analysis"):
+                assert json.loads(payload)["verdict"] in ("fail", "inconclusive")  # ?gate= did not hold
+            elif response.status >= 400:
                 _assert_openai_error(response.status, payload)
 
         one()

@@ -142,7 +142,8 @@ def test_openapi_description_matches_what_the_gateway_enforces(tmp_path, control
     with GatewayServer(make_config(tmp_path, control.url, treatment.url)) as gw:
         spec = httpx.get(f"{gw.url}/openapi.json").json()
         assert spec["openapi"].startswith("3.1")
-        assert {"/v1/chat/completions", "/v1/completions", "/v1/models", "/health", "/metrics"} <= set(spec["paths"])
+        assert {"/v1/chat/completions", "/v1/completions", "/v1/models", "/health", "/metrics",
+                "/rollout/analysis"} <= set(spec["paths"])
         schema = spec["paths"]["/v1/chat/completions"]["post"]["requestBody"]["content"]["application/json"]["schema"]
         assert schema["properties"]["model"] == {"enum": ["smol"]}
         top_p = schema["properties"]["top_p"]["anyOf"][0]

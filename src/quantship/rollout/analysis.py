@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
+from quantship.rollout.errors import ApiError
 from quantship.rollout.monitor import BREACH, PASS, check
 from quantship.rollout.state import ROLLED_BACK
 
@@ -71,7 +72,7 @@ def handler(gateway: Gateway):
     async def endpoint(request: Request) -> JSONResponse:
         gate = request.query_params.get("gate")
         if gate is not None and gate not in GATES:
-            return JSONResponse({"error": f"gate must be one of {', '.join(GATES)}"}, status_code=400)
+            raise ApiError(400, f"gate must be one of {', '.join(GATES)}, not {gate!r}", param="gate")
         answer = await analyse(gateway)
         held = gate is None or answer["verdict"] in GATES[gate]
         return JSONResponse(answer, status_code=200 if held else 412)

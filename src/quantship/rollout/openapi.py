@@ -63,6 +63,23 @@ def _get(summary: str, media: str, schema: dict[str, Any]) -> dict[str, Any]:
     return {"get": {"summary": summary, "responses": {"200": {"description": summary, "content": {media: {"schema": schema}}}}}}
 
 
+def _analysis() -> dict[str, Any]:
+    """The rollout controllers' hook (rollout/analysis.py): GET for Argo's web metric, POST for Flagger."""
+    gate = {"name": "gate", "in": "query", "required": False, "schema": {"enum": ["pass", "not-fail"]}}
+    verdict = {"type": "object", "required": ["verdict", "samples"],
+               "properties": {"verdict": {"enum": ["pass", "fail", "inconclusive"]}, "samples": {"type": "object"}}}
+    operation = {
+        "summary": "Is the treatment as good as the control right now?",
+        "parameters": [gate],
+        "responses": {
+            "200": {"description": "The verdict and the numbers behind it", "content": {"application/json": {"schema": verdict}}},
+            "412": {"description": "With ?gate=: the verdict does not hold", "content": {"application/json": {"schema": verdict}}},
+            **_error_responses(),
+        },
+    }
+    return {"get": operation, "post": operation}
+
+
 def openapi(config: RolloutConfig) -> dict[str, Any]:
     chat = _completion("chat", "Chat completion, routed to the user's variant")
     completions = _completion("completions", "Text completion, routed to the user's variant")
@@ -79,6 +96,7 @@ def openapi(config: RolloutConfig) -> dict[str, Any]:
             "/health": _get("Liveness and rollout status", "application/json", {"type": "object"}),
             "/metrics": _get("Prometheus metrics", "text/plain", {"type": "string"}),
             "/openapi.json": _get("This description", "application/json", {"type": "object"}),
+            "/rollout/analysis": _analysis(),
         },
         "components": {"schemas": {"Error": _ERROR}},
     }
