@@ -58,3 +58,21 @@ def test_refused_pair_is_one_line_exit_2_and_writes_nothing(tmp_path, configs):
     assert run.returncode == 2
     assert run.stderr.count("\n") == 1 and "--stack llamacpp" in run.stderr
     assert not (tmp_path / "run/plan").exists()
+
+
+def test_unchanged_plan_is_kept_and_a_changed_request_replans(tmp_path, configs):
+    from quantship.plan.api import PlanArgs, plan_from_args, write_plan
+    from quantship.rundir import RunDir
+
+    model = tmp_path / "llama-3-8b"
+    model.mkdir()
+    (model / "config.json").write_text(json.dumps(configs["llama3_8b"]))
+    runs = RunDir(tmp_path / "run")
+    first = PlanArgs(model=model, hardware="h100", context=4096, concurrency=4)
+    assert write_plan(runs, first, plan_from_args(first)) is True
+    published = (tmp_path / "run/plan/manifest.json").read_text()
+    assert write_plan(runs, first, plan_from_args(first)) is False  # same fingerprint: nothing rewritten
+    assert (tmp_path / "run/plan/manifest.json").read_text() == published
+    wider = PlanArgs(model=model, hardware="h100", context=8192, concurrency=4)
+    assert write_plan(runs, wider, plan_from_args(wider)) is True
+    assert json.loads((tmp_path / "run/plan/plan.json").read_text())["traffic"]["context"] == 8192

@@ -131,11 +131,11 @@ class Pipeline:
             context_given=section.context is not None, concurrency=section.concurrency, devices=section.devices,
         )
         result = api.plan_from_args(request)
-        api.write_plan(self.run, request, result)
+        written = api.write_plan(self.run, request, result)
         chosen = result.plan.chosen
         fit = chosen.fit
         tp = f", tensor parallel {fit.tensor_parallel}" if fit is not None and getattr(fit, "tensor_parallel", None) else ""
-        return StageReport("plan", "ran", f"{chosen.format} on {chosen.stack} ({chosen.status}){tp}")
+        return StageReport("plan", "ran" if written else "kept", f"{chosen.format} on {chosen.stack} ({chosen.status}){tp}")
 
     def _baseline(self, state: dict) -> StageReport:
         from quantship.stages.baseline import run_baseline

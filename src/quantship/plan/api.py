@@ -25,7 +25,7 @@ from quantship.plan.measure import MeasureReport, MeasureSettings, load_measurem
 from quantship.plan.planner import Plan, Traffic, make_plan
 from quantship.plan.render import print_plan
 from quantship.plan.variant import VariantInfo, inspect_variant
-from quantship.rundir import RunDir, atomic_write_json
+from quantship.rundir import RunDir, atomic_write_json, stage_fingerprint
 
 __all__ = ["PlanArgs", "PlanResult", "input_hashes", "plan_from_args", "print_plan", "write_plan"]
 
@@ -130,12 +130,20 @@ def plan_from_args(args: PlanArgs) -> PlanResult:
     )
 
 
-def write_plan(rundir: RunDir, request: PlanArgs, result: PlanResult) -> None:
-    """plan/plan.json (and measurements.json after --measure), published as one stage."""
-    with rundir.stage("plan", request.fingerprint_params(result), input_hashes(rundir, result)) as stage:
+def write_plan(rundir: RunDir, request: PlanArgs, result: PlanResult) -> bool:
+    """plan/plan.json (and measurements.json after --measure), published as one stage.
+
+    False when the published plan already has this fingerprint (same request, inputs and
+    result): it is kept as it is, so a resumed pipeline reports it kept.
+    """
+    params, inputs = request.fingerprint_params(result), input_hashes(rundir, result)
+    if rundir.is_current("plan", stage_fingerprint("plan", params, inputs)):
+        return False
+    with rundir.stage("plan", params, inputs) as stage:
         atomic_write_json(stage.path("plan.json"), result.plan)
         if result.measured is not None:
             atomic_write_json(stage.path("measurements.json"), result.measured.model_dump(mode="json"))
+    return True
 
 
 def input_hashes(rundir: RunDir, result: PlanResult) -> dict[str, str]:
