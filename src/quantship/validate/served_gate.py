@@ -110,3 +110,24 @@ def control_verdict(baseline: BaselineData, thresholds: Thresholds) -> dict[str,
         "thresholds": thresholds.model_dump(),
         "checks": {name: {"value": value, "passed": True, "detail": {"method": "the baseline scored against itself"}} for name, value in CONTROL_IN_PROCESS.items()},
     }
+
+
+def gate_running_server(run_dir: RunDir, variant: str, url: str, model: str, console: Console) -> dict[str, Any] | None:
+    """`quantship serve` / `run`, once a vLLM server is ready: the served checks against the variant's verdict.
+
+    None when there is no verdict to compare with (a forced serve); the thresholds are the
+    ones the verdict was gated with.
+    """
+    from quantship.rundir import read_json
+    from quantship.validate.baseline_data import load_baseline
+
+    path = run_dir.root / VALIDATION_DIR / f"{variant}.json"
+    if not path.exists() or run_dir.manifest("baseline") is None:
+        return None
+    verdict = read_json(path)
+    thresholds = Thresholds(**verdict.get("thresholds", {}))
+    endpoint = Endpoint(url, model)
+    try:
+        return served_verdict(run_dir, verdict, endpoint, load_baseline(run_dir), thresholds, console)
+    finally:
+        endpoint.close()
