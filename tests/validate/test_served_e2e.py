@@ -27,7 +27,7 @@ from tests.support.requires import require_vllm_cpu
 from tests.validate.conftest import _scale_lm_head, add_plain_variant, run_cli
 
 pytestmark = pytest.mark.e2e
-OPTIONS = ValidateOptions(long_window=64, long_windows=1, tasks=[])
+OPTIONS = ValidateOptions(long_window=128, long_windows=1, tasks=[])
 
 
 @pytest.fixture(scope="module")
@@ -39,7 +39,7 @@ def tiny_run(tmp_path_factory):
     wrong = Path(shutil.copytree(checkpoint, root / "wrong"))
     _scale_lm_head(wrong, 10.0, seed=1)  # same tokenizer and config, other weights
     run = RunDir(root / "run")
-    run_baseline(checkpoint, run, BaselineOptions(window=64, stride=64, max_windows=4, batch_size=4, topk=20, max_new_tokens=6), stderr_console())
+    run_baseline(checkpoint, run, BaselineOptions(window=32, stride=32, max_windows=6, batch_size=3, topk=20, max_new_tokens=6), stderr_console())
     add_plain_variant(run, "good", checkpoint)
     return run, checkpoint, wrong
 
@@ -51,7 +51,7 @@ def _serve(model: Path, run_dir: Path):
 def test_served_gate_fails_a_server_with_the_wrong_weights_that_the_in_process_gate_passes(tiny_run, monkeypatch, capsys, tmp_path):
     run, _, wrong = tiny_run
     with _serve(wrong, tmp_path) as server:
-        code, out, _ = run_cli(monkeypatch, capsys, "--run-dir", str(run.root), "--variant", "good", "--url", server.url, "--tasks", "none", "--long-window", "64", "--long-windows", "1")
+        code, out, _ = run_cli(monkeypatch, capsys, "--run-dir", str(run.root), "--variant", "good", "--url", server.url, "--tasks", "none", "--long-window", "128", "--long-windows", "1")
         # A baseline with another tokenizer is refused before anything is scored.
         other = RunDir(tmp_path / "other-run")
         run_baseline(build_tiny_checkpoint(tmp_path / "other", vocab_size=600, heads=2), other, BaselineOptions(window=32, stride=32, max_windows=1, batch_size=1, topk=4, max_new_tokens=2), stderr_console())
