@@ -49,3 +49,10 @@ def test_a_url_that_is_no_openai_server_is_refused_in_one_line():
     with pytest.raises(InputError) as info:
         Endpoint("http://127.0.0.1:9/v1", timeout_s=2)
     assert "not an OpenAI-compatible server" in info.value.one_line()
+
+
+def test_validate_url_needs_exactly_one_variant(monkeypatch, capsys, tmp_path):
+    from tests.validate.conftest import run_cli
+
+    code, _, err = run_cli(monkeypatch, capsys, "--run-dir", str(tmp_path), "-v", "a", "-v", "b", "--url", "http://127.0.0.1:9")
+    assert code == 2 and "exactly one --variant" in err
