@@ -29,7 +29,7 @@ class Thresholds(BaseModel):
     # what the gate measured in-process before the served engine counts as a different model.
     max_served_kl_mean_diff: float = Field(0.02, ge=0)  # |served kl_mean - in-process kl_mean|, nats
     max_served_perplexity_diff: float = Field(0.02, ge=0)  # |served - in-process| relative perplexity change
-    max_served_top1_diff: float = Field(0.03, ge=0, le=1)  # |served - in-process| top-1 agreement
+    max_served_top1_diff: float = Field(0.05, ge=0, le=1)  # |served - in-process| top-1 agreement (bf16 near-ties flip ~3%)
 
     @classmethod
     def load(cls, path: Path | None, overrides: dict[str, Any]) -> Thresholds:
