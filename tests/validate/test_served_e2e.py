@@ -83,8 +83,8 @@ def test_llama_server_is_refused_for_lack_of_prompt_logprobs(tiny_run, tmp_path)
 
     require_llama_server()
     run = tiny_run[0]
-    with start_server(model=locate_demo_gguf(), stack="llama.cpp", options=ServeOptions(port=0, max_model_len=256, parallel=1), run_dir=tmp_path, probe=False) as server:
-        with pytest.raises(InputError) as refused:
-            run_validate_served(run, "control", server.url, Thresholds(), OPTIONS, stderr_console())
+    options = ServeOptions(port=0, max_model_len=256, parallel=1)
+    with start_server(model=locate_demo_gguf(), stack="llama.cpp", options=options, run_dir=tmp_path, probe=False) as server, pytest.raises(InputError) as refused:
+        run_validate_served(run, "control", server.url, Thresholds(), OPTIONS, stderr_console())
     line = refused.value.one_line()
     assert "returns no prompt log-probabilities" in line and "in-process llama-cpp-python scorer" in line

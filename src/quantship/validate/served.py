@@ -46,7 +46,7 @@ class Endpoint:
 
     def __init__(self, url: str, model: str | None = None, timeout_s: float = 600.0):
         root = url.rstrip("/")
-        self.root = root[: -len("/v1")] if root.endswith("/v1") else root
+        self.root = root.removesuffix("/v1")
         self.client = httpx.Client(timeout=timeout_s)
         self.model = model or self._only_model()
 
