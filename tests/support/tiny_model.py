@@ -10,8 +10,11 @@ CHAT_TEMPLATE = (
 )
 
 
-def build_tiny_checkpoint(folder: Path, vocab_size: int = 512, seed: int = 0, chat_template: bool = True) -> Path:
-    """A 2-layer Llama with a BPE tokenizer trained on the built-in corpus: real, tiny, offline."""
+def build_tiny_checkpoint(folder: Path, vocab_size: int = 512, seed: int = 0, chat_template: bool = True, heads: int = 4) -> Path:
+    """A 2-layer Llama with a BPE tokenizer trained on the built-in corpus: real, tiny, offline.
+
+    heads=2 gives head_dim 32, the smallest vLLM's CPU attention supports (it refuses 16).
+    """
     import torch
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
@@ -34,7 +37,7 @@ def build_tiny_checkpoint(folder: Path, vocab_size: int = 512, seed: int = 0, ch
         hidden_size=64,
         intermediate_size=128,
         num_hidden_layers=2,
-        num_attention_heads=4,
+        num_attention_heads=heads,
         num_key_value_heads=2,
         max_position_embeddings=512,
         bos_token_id=tokenizer.bos_token_id,

@@ -6,7 +6,6 @@ import re
 import shutil
 import subprocess
 
-
 from quantship.rundir import RunDir, atomic_write_json
 from quantship.validate.report import write_report
 from tests.support.requires import chromium, requires

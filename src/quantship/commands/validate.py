@@ -30,6 +30,8 @@ def register(app: typer.Typer) -> None:
         ),
         select: str = typer.Option(None, "--select", help="Write validation/selected.json by this policy: smallest-passing."),
         force: bool = typer.Option(False, "--force", help="Re-measure even if variant, baseline and thresholds are unchanged."),
+        url: str = typer.Option(None, "--url", help="Also score this running vLLM server (OpenAI API) on the baseline's windows; needs one --variant ('control' for the served baseline checkpoint)."),
+        served_model: str = typer.Option(None, "--served-model", help="--url: the model name on the server (default: the only one it serves)."),
     ) -> None:
         """Run every quality check on each variant; exit 0 only when all of them pass."""
         from quantship.errors import GateFailed, InputError
@@ -49,6 +51,17 @@ def register(app: typer.Typer) -> None:
         task_list = [] if tasks.strip().lower() == "none" else [t.strip() for t in tasks.split(",") if t.strip()]
         options = ValidateOptions(long_window=long_window, long_windows=long_windows, tasks=task_list)
         settings = RecoverOptions(max_bits_per_weight=max_bits_per_weight, blocks_per_step=max(1, blocks_per_step)) if recover else None
+        if url is not None:
+            if not variant or len(variant) != 1:
+                raise InputError("--url scores one served model, so it needs exactly one --variant", "pass --variant NAME (or --variant control for the baseline checkpoint)")
+            from quantship.validate.stage import run_validate_served
+
+            result = run_validate_served(run, variant[0], url, thresholds, options, stderr_console(), served_model, force)
+            verdict = "PASS" if result["passed"] else "FAIL " + ", ".join(result["failed_checks"])
+            typer.echo(f"{result['variant']} at {result['served']['url']} ({result['served']['model']}): {verdict}  ({summary_line(result)})")
+            if not result["passed"]:
+                raise GateFailed(f"gate failed: {result['variant']} ({', '.join(result['failed_checks'])})", f"see {run.root / 'validation'}")
+            return
         outcome = run_validate(run, variant, thresholds, options, stderr_console(), settings, select, force)
         for record in outcome.recoveries:
             typer.echo(f"recover {record['variant']}: {record['outcome']}")

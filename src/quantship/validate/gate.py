@@ -25,6 +25,11 @@ class Thresholds(BaseModel):
     max_probe_drop: float = Field(0.10, ge=0, le=1)  # absolute drop of the probe pass rate
     max_long_context_delta: float = Field(0.10, ge=0)  # relative, on the long-window slice
     max_task_relative_loss: float = Field(0.05, ge=0, le=1)  # per task: 1 - variant acc / baseline acc
+    # Served engine (`validate --url`) vs in-process figures: how far the server may drift from
+    # what the gate measured in-process before the served engine counts as a different model.
+    max_served_kl_mean_diff: float = Field(0.02, ge=0)  # |served kl_mean - in-process kl_mean|, nats
+    max_served_perplexity_diff: float = Field(0.02, ge=0)  # |served - in-process| relative perplexity change
+    max_served_top1_diff: float = Field(0.05, ge=0, le=1)  # |served - in-process| top-1 agreement (bf16 near-ties flip ~3%)
 
     @classmethod
     def load(cls, path: Path | None, overrides: dict[str, Any]) -> Thresholds:

@@ -22,7 +22,7 @@ from quantship.validate.long_context import baseline_long_perplexity, long_conte
 from quantship.validate.probes import probe_check
 from quantship.validate.scorers import open_scorer
 from quantship.validate.tasks import BUILTIN_TASKS, baseline_task_accuracy, lm_for, prepare_tasks, task_accuracy
-from quantship.validate.windows import compare_windows
+from quantship.validate.windows import WindowComparison, compare_windows
 
 VALIDATION_DIR = "validation"
 KL_BINS = [0.0, 1e-4, 3e-4, 1e-3, 3e-3, 0.01, 0.03, 0.1, 0.3, 1.0, 3.0, math.inf]
@@ -166,12 +166,17 @@ def measure_windows(scorer, baseline, thresholds, options, console, extras) -> t
     """Perplexity, KL mean/p99 and top-1 on the baseline's windows; also --recover's cheap screen."""
     with progress_bar("perplexity + KL", baseline.plan.input_ids.numel(), "tok", console) as advance:
         cmp = compare_windows(scorer.logits, baseline.plan, baseline.topk_ids, baseline.topk_logprobs, options.batch_size, advance)
+    return window_checks(cmp, baseline, thresholds, extras)
+
+
+def window_checks(cmp: WindowComparison, baseline, thresholds, extras, tail: str | None = None) -> tuple[list[CheckResult], float]:
+    """The four window checks from one comparison, whichever runtime (in-process or a server) produced it."""
     delta = cmp.perplexity / baseline.perplexity - 1
     kl = cmp.kl
     finite = bool(torch.isfinite(kl).all())
     mean = float(kl.mean()) if finite else math.inf
     p99 = float(torch.quantile(kl.float(), 0.99)) if finite else math.inf
-    tail = "KL over the baseline's top-k plus one tail bucket (a lower bound of the full KL)"
+    tail = tail or "KL over the baseline's top-k plus one tail bucket (a lower bound of the full KL)"
     counts = torch.histogram(kl.float().clamp(max=1e6), torch.tensor([b if math.isfinite(b) else 1e7 for b in KL_BINS])).hist
     extras["kl_histogram"] = {"edges": [b if math.isfinite(b) else None for b in KL_BINS], "counts": [int(c) for c in counts]}
     measured = [

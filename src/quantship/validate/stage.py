@@ -66,3 +66,20 @@ def run_validate(
         if outcome.selection["selected"]:
             write_model_card(run, outcome.selection["selected"])
     return outcome
+
+
+def run_validate_served(
+    run: RunDir, variant: str, url: str, thresholds: Thresholds, options: ValidateOptions, console: Console,
+    served_model: str | None = None, force: bool = False,
+) -> dict[str, Any]:
+    """`validate --url`: the in-process verdict (measured or kept), then the same checks through the server."""
+    from quantship.validate.served import Endpoint
+    from quantship.validate.served_gate import CONTROL, control_verdict, served_verdict
+
+    baseline = load_baseline(run)
+    verdict = control_verdict(baseline, thresholds) if variant == CONTROL else validate_variant(run, variant, baseline, thresholds, options, console, force=force)
+    endpoint = Endpoint(url, served_model)
+    try:
+        return served_verdict(run, verdict, endpoint, baseline, thresholds, console)
+    finally:
+        endpoint.close()

@@ -35,12 +35,25 @@ class WindowComparison:
 
 def topk_tail_kl(base_ids: torch.Tensor, base_logprobs: torch.Tensor, variant_logprobs: torch.Tensor) -> torch.Tensor:
     """Per-row KL over (baseline top-k + tail bucket); `variant_logprobs` is the full [N, V] log-softmax."""
-    p_log = base_logprobs.double()
-    q_log = variant_logprobs.double().gather(1, base_ids.long())
+    return tail_bucket_kl(base_logprobs, variant_logprobs.double().gather(1, base_ids.long()))
+
+
+def tail_bucket_kl(base_logprobs: torch.Tensor, q_log: torch.Tensor, known: torch.Tensor | None = None) -> torch.Tensor:
+    """KL over (baseline top-k + tail) from the variant's log-probabilities of those k tokens.
+
+    `known` [N, k] marks the tokens whose variant log-probability is known (a server that
+    returns only its own top-k may not rank every baseline token); the unknown ones are
+    merged into the tail bucket on both sides, a coarser partition of the same two
+    distributions, so the result is still an exact KL of a coarsening: a lower bound.
+    """
+    p_log, q_log = base_logprobs.double(), q_log.double()
+    if known is not None:
+        p_log = torch.where(known, p_log, -math.inf)
+        q_log = torch.where(known, q_log, -math.inf)
     p, q = p_log.exp(), q_log.exp()
     p_tail = (1 - p.sum(1)).clamp(min=0)
     q_tail = (1 - q.sum(1)).clamp(min=_EPS)
-    head = (p * (p_log - q_log)).sum(1)
+    head = torch.where(p > 0, p * (p_log - q_log), torch.zeros_like(p)).sum(1)
     tail = torch.where(p_tail > 0, p_tail * (p_tail.clamp(min=_EPS).log() - q_tail.log()), torch.zeros_like(p_tail))
     return (head + tail).clamp(min=0)
 
