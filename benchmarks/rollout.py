@@ -40,33 +40,11 @@ def _kl(run: dict) -> float | None:
     return None
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--runs", type=int, default=5, help="runs per variant")
-    parser.add_argument("--max-requests", type=int, default=400, help="per run, before giving up on a decision")
-    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks/results/rollout.json")
-    args = parser.parse_args()
-    reason = live_rollout.requirements()
-    if reason:
-        sys.exit(reason)
-    started = time.time()
-    runs: dict[str, list[dict]] = {"good": [], "bad": []}
-    with tempfile.TemporaryDirectory(prefix="quantship-rollout-bench-") as tmp:
-        tmp_path = Path(tmp)
-        with live_rollout.control_server(tmp_path / "control") as control:
-            for kind, scheme in (("good", live_rollout.GOOD), ("bad", live_rollout.BAD)):
-                gguf = live_rollout.quantize_demo(scheme, tmp_path)
-                with live_rollout.treatment_server(gguf, tmp_path / f"serve-{kind}") as treatment:
-                    for i in range(args.runs):
-                        cfg = live_rollout.config(tmp_path / f"{kind}-{i}.db", f"bench-{kind}-{i}", control, treatment)
-                        result = live_rollout.run(cfg, max_requests=args.max_requests)
-                        print(f"{kind} {i}: rolled_back={result['rolled_back']} stage={result['reached_stage']} "
-                              f"kl={_kl(result)} reasons={result['reasons']}", file=sys.stderr, flush=True)
-                        runs[kind].append(result)
+def _write(out: Path, runs: dict[str, list[dict]], started: float) -> None:
     good, bad = runs["good"], runs["bad"]
     fired = Counter(r.split(" ")[0] + (" KL" if r.startswith("live KL") else "") for run in bad for r in run["reasons"])
     kl_good, kl_bad = _median([_kl(r) for r in good]), _median([_kl(r) for r in bad])
-    atomic_write_json(args.out, {
+    atomic_write_json(out, {
         "provenance": provenance(benchmark="rollout", wall_s=round(time.time() - started, 1)),
         "setup": {
             "control": "bf16 demo checkpoint (SmolLM2-135M-Instruct) on vLLM CPU 0.32.0",
@@ -97,6 +75,32 @@ def main() -> None:
         },
         "runs": runs,
     })
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=5, help="runs per variant")
+    parser.add_argument("--max-requests", type=int, default=400, help="per run, before giving up on a decision")
+    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks/results/rollout.json")
+    args = parser.parse_args()
+    reason = live_rollout.requirements()
+    if reason:
+        sys.exit(reason)
+    started = time.time()
+    runs: dict[str, list[dict]] = {"good": [], "bad": []}
+    with tempfile.TemporaryDirectory(prefix="quantship-rollout-bench-") as tmp:
+        tmp_path = Path(tmp)
+        with live_rollout.control_server(tmp_path / "control") as control:
+            for kind, scheme in (("good", live_rollout.GOOD), ("bad", live_rollout.BAD)):
+                gguf = live_rollout.quantize_demo(scheme, tmp_path)
+                with live_rollout.treatment_server(gguf, tmp_path / f"serve-{kind}") as treatment:
+                    for i in range(args.runs):
+                        cfg = live_rollout.config(tmp_path / f"{kind}-{i}.db", f"bench-{kind}-{i}", control, treatment)
+                        result = live_rollout.run(cfg, max_requests=args.max_requests)
+                        print(f"{kind} {i}: rolled_back={result['rolled_back']} stage={result['reached_stage']} "
+                              f"kl={_kl(result)} reasons={result['reasons']}", file=sys.stderr, flush=True)
+                        runs[kind].append(result)
+                        _write(args.out, runs, started)  # after every run: a cut-short benchmark keeps what it measured
     print(args.out)
 
 

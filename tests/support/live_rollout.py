@@ -9,6 +9,7 @@ rolled back, or promoted to the last stage.
 from __future__ import annotations
 
 import contextlib
+import os
 import re
 import subprocess
 import sys
@@ -83,6 +84,7 @@ def config(store: Path, experiment: str, control: RunningServer, treatment: Runn
     """The scaled rollout.yaml: two stages, decisions within a minute or two of traffic."""
     data: dict[str, Any] = {
         "experiment": experiment,
+        "admin_token_env": "QUANTSHIP_ROLLOUT_TOKEN",
         "control": {"url": control.url, "model": control.served_model_name},
         "treatment": {"url": treatment.url, "model": treatment.served_model_name},
         "models": ["smol"],
@@ -113,13 +115,15 @@ def _request(client: httpx.Client, url: str, user: int) -> int:
 
 
 def _admin(url: str, what: str) -> Any:
-    response = httpx.get(f"{url}/admin/{what}", headers={"authorization": f"Bearer {TOKEN}"}, timeout=30)
+    token = os.environ["QUANTSHIP_ROLLOUT_TOKEN"]
+    response = httpx.get(f"{url}/admin/{what}", headers={"authorization": f"Bearer {token}"}, timeout=30)
     response.raise_for_status()
     return response.json()
 
 
 def run(cfg: RolloutConfig, max_requests: int = 400, concurrency: int = 4) -> dict[str, Any]:
     """Replay users against the gateway until it rolls back or reaches the last stage."""
+    os.environ.setdefault(cfg.admin_token_env, TOKEN)  # the admin API reads it at request time
     last = len(cfg.stages) - 1
     statuses: list[int] = []
     with GatewayServer(cfg) as gw, httpx.Client(timeout=300) as client, ThreadPoolExecutor(concurrency) as pool:
