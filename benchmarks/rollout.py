@@ -12,6 +12,7 @@ benchmarks/results/rollout.json.
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import sys
 import tempfile
@@ -82,16 +83,22 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=5, help="runs per variant")
     parser.add_argument("--max-requests", type=int, default=400, help="per run, before giving up on a decision")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks/results/rollout.json")
+    parser.add_argument("--only", choices=("good", "bad"), help="run one kind; keep the other's runs from --out")
     args = parser.parse_args()
     reason = live_rollout.requirements()
     if reason:
         sys.exit(reason)
     started = time.time()
     runs: dict[str, list[dict]] = {"good": [], "bad": []}
+    if args.only and args.out.exists():
+        kept = "bad" if args.only == "good" else "good"
+        runs[kept] = json.loads(args.out.read_text())["runs"][kept]
     with tempfile.TemporaryDirectory(prefix="quantship-rollout-bench-") as tmp:
         tmp_path = Path(tmp)
         with live_rollout.control_server(tmp_path / "control") as control:
             for kind, scheme in (("good", live_rollout.GOOD), ("bad", live_rollout.BAD)):
+                if args.only and kind != args.only:
+                    continue
                 gguf = live_rollout.quantize_demo(scheme, tmp_path)
                 with live_rollout.treatment_server(gguf, tmp_path / f"serve-{kind}") as treatment:
                     for i in range(args.runs):

@@ -79,7 +79,7 @@ def test_fluent_but_unlikely_treatment_is_rolled_back_by_the_live_kl(tmp_path, c
         status = gw.wait_for(lambda s: s["status"] == "rolled_back")
         assert status["live_kl"] == "enabled"
         assert status["reasons"] and all(r.startswith("live KL ") for r in status["reasons"])  # no heuristic fired
-        rollback = [e for e in gw.admin("audit")["events"] if e["action"] == "rollback"][0]
+        rollback = next(e for e in gw.admin("audit")["events"] if e["action"] == "rollback")
         assert rollback["check"]["live_kl"]["status"] == "breach" and rollback["check"]["live_kl"]["value"] > 3
         metrics = httpx.get(f"{gw.url}/metrics").text
         assert _metric(metrics, "quantship_rollout_live_kl_enabled") == 1

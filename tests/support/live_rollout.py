@@ -142,7 +142,8 @@ def run(cfg: RolloutConfig, max_requests: int = 400, concurrency: int = 4) -> di
         metrics = httpx.get(f"{gw.url}/metrics", timeout=30).text
     rollback = next((e for e in events if e["action"] == "rollback"), None)
     decided = rollback["check"] if rollback else status["last_check"]
-    checks = sum(float(m) for m in re.findall(r'^quantship_rollout_checks_total\{result="(?:pass|breach)"\} (\S+)$', metrics, re.M))
+    judged = re.findall(r'^quantship_rollout_checks_total\{result="(?:pass|breach)"\} (\S+)$', metrics, re.MULTILINE)
+    checks = sum(float(m) for m in judged)
     return {
         "requests": len(statuses),
         "http_errors": sum(1 for s in statuses if s != 200),
