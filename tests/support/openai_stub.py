@@ -65,7 +65,7 @@ from starlette.responses import (
 )
 from starlette.routing import Route
 
-MODES = ("normal", "loop", "refuse", "short", "slow", "error", "reject", "die")
+MODES = ("normal", "loop", "refuse", "short", "slow", "error", "reject", "die", "drift")
 
 # Varied English, so that a repetition detector sees no loop in normal output.
 _FLUENT = (
@@ -77,6 +77,14 @@ _FLUENT = (
     "where quiet lakes reflect pine trees, distant mountains, bright clouds and "
     "migrating geese during clear September mornings across this peaceful valley region."
 ).split()
+# Fluent too, but words the normal mode never says: only a judge that knows the normal
+# output (the `scorer` stub finds these unlikely) can tell it from the normal mode.
+_DRIFT = (
+    "Copper kettles whistle inside narrow kitchens whenever sailors recount legends about "
+    "emerald harbours, silver lighthouses, stubborn goats, velvet curtains and forgotten "
+    "violins hidden beneath creaky staircases of crumbling seaside mansions."
+).split()
+_LIKELY, _UNLIKELY = -0.5, -4.0  # the scorer's log-probability of a word the normal mode says, and of any other
 _LOOP = "I think that".split()
 _REFUSAL = "I'm sorry, I can't help with that.".split()
 _SHORT = "Okay, sure thing.".split()
@@ -103,6 +111,8 @@ class Behaviour:
     reject_status: int = 400  # the status of mode "reject"
     fail_on_field: str | None = None  # answer 500 to any request with this field (input a backend chokes on)
     set_cookie: str | None = None  # a Set-Cookie header on every completion, as session-keeping servers send
+    scorer: bool = False  # serve vLLM's /tokenize and `prompt_logprobs`, as a control that can judge answers
+    score_delay_s: float = 0.0  # delay of each /tokenize answer (a slow judge)
 
     def update(self, **changes: Any) -> None:
         unknown = set(changes) - {f.name for f in dataclasses.fields(self)}
@@ -130,6 +140,8 @@ def _words_for(behaviour: Behaviour, prompt: str, max_tokens: int | None) -> tup
                 words = answer.split()
                 return words[:limit], "stop" if len(words) <= limit else "length"
         words = [_FLUENT[i % len(_FLUENT)] for i in range(behaviour.tokens)]
+    elif mode == "drift":
+        words = [_DRIFT[i % len(_DRIFT)] for i in range(behaviour.tokens)]
     elif mode == "loop":
         words = [_LOOP[i % len(_LOOP)] for i in range(behaviour.tokens)]
     elif mode == "refuse":
@@ -161,6 +173,7 @@ class _StubApp:
         self.requests = 0
         self.by_mode: dict[str, int] = {}
         self.headers_seen: list[dict[str, str]] = []  # request headers of each completion request
+        self.vocab: dict[str, int] = {}  # word -> token id, for the scorer
         self.dead = False
         self.on_die: Any = None
         self.app = Starlette(
@@ -168,6 +181,7 @@ class _StubApp:
                 Route("/v1/chat/completions", self._chat, methods=["POST"]),
                 Route("/v1/completions", self._completions, methods=["POST"]),
                 Route("/v1/models", self._models, methods=["GET"]),
+                Route("/tokenize", self._tokenize, methods=["POST"]),
                 Route("/health", self._health, methods=["GET"]),
                 Route("/metrics", self._metrics, methods=["GET"]),
                 Route("/stub/control", self._control, methods=["POST"]),
@@ -206,6 +220,8 @@ class _StubApp:
             return _error(500, "stub told to fail", "server_error")
         if mode == "reject":
             return _error(behaviour.reject_status, "stub told to reject", "invalid_request_error")
+        if behaviour.scorer and not chat and body.get("prompt_logprobs") is not None:
+            return JSONResponse(self._score(body["prompt"]))
         prompt = _prompt_text(body, chat)
         words, finish = _words_for(behaviour, prompt, body.get("max_tokens"))
         first_delay, token_delay = behaviour.delays()
@@ -265,6 +281,28 @@ class _StubApp:
         if with_usage:
             yield chunk([], usage=usage)
         yield b"data: [DONE]\n\n"
+
+    async def _tokenize(self, request: Request) -> Response:
+        """vLLM's /tokenize, one id per word; a chat renders as `<role>` words and contents."""
+        if not self.behaviour.scorer:
+            return _error(404, "Not Found", "not_found_error")
+        await asyncio.sleep(self.behaviour.score_delay_s)
+        body = await request.json()
+        if "messages" in body:
+            words = [w for m in body["messages"] for w in (f"<{m['role']}>", *str(m.get("content") or "").split())]
+            if body.get("add_generation_prompt", True):
+                words.append("<assistant>")
+        else:
+            words = ["<s>", *body["prompt"].split()]
+        return JSONResponse({"tokens": [self.vocab.setdefault(w, len(self.vocab)) for w in words], "count": len(words)})
+
+    def _score(self, ids: list[int]) -> dict[str, Any]:
+        """A completion whose `prompt_logprobs` find the normal mode's words likely and every other word not."""
+        words = {i: w for w, i in self.vocab.items()}
+        likely = set(_FLUENT)
+        entries = [None] + [{str(i): {"logprob": _LIKELY if words.get(i) in likely else _UNLIKELY, "rank": 1}} for i in ids[1:]]
+        return {"object": "text_completion", "choices": [{"index": 0, "text": "", "finish_reason": "length",
+                                                          "prompt_logprobs": entries}]}
 
     async def _models(self, request: Request) -> Response:
         model = {"id": self.behaviour.model, "object": "model", "created": 0, "owned_by": "quantship-stub"}

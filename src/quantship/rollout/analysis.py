@@ -39,7 +39,8 @@ async def analyse(gateway: Gateway, now: float | None = None) -> dict[str, Any]:
     now = time.time() if now is None else now
     await controller.refresh()
     window = await gateway.store.window(now - cfg.window_seconds)
-    result = check(window, cfg.thresholds, cfg.window_min_samples, gateway.breaker.is_open, controller.probes)
+    result = check(window, cfg.thresholds, cfg.window_min_samples, gateway.breaker.is_open, controller.probes,
+                   gateway.judge.min_samples())
     state = controller.state
     if state.status == ROLLED_BACK:
         verdict, reasons = FAILED, ["the gateway rolled the treatment back", *state.reasons]
@@ -57,6 +58,7 @@ async def analyse(gateway: Gateway, now: float | None = None) -> dict[str, Any]:
         "min_stage_samples": cfg.min_samples,
         "window_seconds": cfg.window_seconds,
         "signals": {"control": asdict(result.control), "treatment": asdict(result.treatment)},
+        "live_kl": asdict(result.live_kl),
         "experiment": cfg.experiment,
         "stage": state.stage,
         "stage_name": cfg.stages[state.stage].name,

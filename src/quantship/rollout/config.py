@@ -61,6 +61,7 @@ class Thresholds(_Strict):
     max_rejection_rate_increase: float = 0.05  # treatment 4xx answers, minus control's rate (same traffic, same 4xx)
     max_truncation_increase: float = 0.25  # finish_reason=length share, minus control's
     max_latency_ratio: float | None = None  # off by default: slower is not worse quality
+    max_live_kl: float | None = 0.25  # nats/token: control cross-entropy of treatment answers minus of its own; null: off
 
 
 class Probe(_Strict):
@@ -75,6 +76,15 @@ class Probe(_Strict):
 class Breaker(_Strict):
     failures: int = Field(5, ge=1, description="consecutive treatment failures that open the circuit")
     reset_s: float = Field(15.0, gt=0, description="seconds open before one trial request")
+
+
+class LiveKL(_Strict):
+    """The control model judging sampled answers off the request path (rollout/judge.py)."""
+
+    sample_rate: float = Field(0.05, ge=0.0, le=1.0, description="share of answers (both variants) sent to the judge")
+    queue_size: int = Field(64, ge=1, description="samples waiting to be scored; more are dropped and counted")
+    min_samples: int = Field(10, ge=1, description="scored answers per variant in the window; fewer: insufficient")
+    timeout_s: float = Field(30.0, gt=0, description="one scoring call to the control")
 
 
 class Timeouts(_Strict):
@@ -111,6 +121,7 @@ class RolloutConfig(_Strict):
     breach_checks: int = Field(3, ge=1, description="consecutive breached checks before rollback")
     thresholds: Thresholds = Field(default_factory=Thresholds)
     refusal_patterns: list[str] = Field(default_factory=lambda: list(DEFAULT_REFUSALS))
+    live_kl: LiveKL = Field(default_factory=LiveKL)
     probes: list[Probe] = Field(default_factory=list)
     probe_interval_s: float = Field(60.0, gt=0)
     user_header: str = "x-user-id"

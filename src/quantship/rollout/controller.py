@@ -30,11 +30,15 @@ class Conflict(Exception):
 
 
 class Controller:
-    def __init__(self, config: RolloutConfig, store: Store, metrics: Metrics, circuit_open: Callable[[], bool]):
+    def __init__(
+        self, config: RolloutConfig, store: Store, metrics: Metrics, circuit_open: Callable[[], bool],
+        live_kl_min_samples: Callable[[], int | None] = lambda: None,
+    ):
         self.config = config
         self.store = store
         self.metrics = metrics
         self.circuit_open = circuit_open
+        self.live_kl_min_samples = live_kl_min_samples  # None while the control cannot score (judge.py)
         self.owner = uuid.uuid4().hex
         self.state: RolloutState | None = None
         self.last_check: CheckResult | None = None
@@ -107,7 +111,8 @@ class Controller:
         cfg = self.config
         await self.store.prune(now - cfg.window_seconds)
         window = await self.store.window(now - cfg.window_seconds)
-        result = check(window, cfg.thresholds, cfg.window_min_samples, self.circuit_open(), self.probes)
+        result = check(window, cfg.thresholds, cfg.window_min_samples, self.circuit_open(), self.probes,
+                       self.live_kl_min_samples())
         self.metrics.observe_check(result)
         self.last_check = result
         if self.state.status == ROLLED_BACK:

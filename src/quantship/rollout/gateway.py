@@ -41,6 +41,7 @@ from quantship.rollout.breaker import OPEN, CircuitBreaker
 from quantship.rollout.config import RolloutConfig
 from quantship.rollout.controller import Conflict, Controller
 from quantship.rollout.errors import ApiError, CrashGuard, CrashLog
+from quantship.rollout.judge import Judge
 from quantship.rollout.metrics import Metrics
 from quantship.rollout.openapi import openapi
 from quantship.rollout.probes import run_probes
@@ -82,7 +83,8 @@ class Gateway:
         self.metrics = Metrics()
         self.breaker = CircuitBreaker(config.breaker.failures, config.breaker.reset_s)
         self.metrics.breaker_open.set_function(lambda: self.breaker.state == OPEN)
-        self.controller = Controller(config, self.store, self.metrics, lambda: self.breaker.is_open)
+        self.judge = Judge(config.live_kl, config.control.model, self.metrics, self.store, config.check_interval_s)
+        self.controller = Controller(config, self.store, self.metrics, lambda: self.breaker.is_open, self.judge.min_samples)
         self.outbox = (
             WebhookOutbox(config.webhook_url, config.timeouts.webhook_s, config.webhook_retry_s, self.store)
             if config.webhook_url else None
@@ -112,6 +114,8 @@ class Gateway:
             )
         await self.controller.start()
         self._tasks = [asyncio.create_task(self._check_loop(), name="rollout-checks")]
+        if self.config.live_kl.sample_rate > 0 and self.config.thresholds.max_live_kl is not None:
+            self._tasks.append(asyncio.create_task(self._judge_loop(), name="rollout-live-kl"))
         if self.config.probes:
             self._tasks.append(asyncio.create_task(self._probe_loop(), name="rollout-probes"))
         if self.outbox:
@@ -136,6 +140,12 @@ class Gateway:
                 await self.controller.tick()
             except Exception:  # a store hiccup must not stop the monitor for good
                 log.exception("rollout check failed; retrying at the next interval")
+
+    async def _judge_loop(self) -> None:
+        try:
+            await self.judge.run(self.clients[CONTROL])
+        except Exception:  # never reached by design; a judge bug must not go unseen, nor take the gateway down
+            log.exception("live KL scorer stopped")
 
     async def _probe_loop(self) -> None:
         while True:
@@ -280,9 +290,11 @@ class Gateway:
             content = response.content
             reader.feed_body(content)
             await self._record(variant, endpoint, stage, reader, time.perf_counter() - start, None, extra)
+            if reader.error is None:
+                self.judge.offer(variant, endpoint, body, reader.text)
             return Response(content, 200, headers=headers, media_type="application/json")
         return StreamingResponse(
-            self._relay(upstream, variant, endpoint, stage, start, extra),
+            self._relay(upstream, variant, endpoint, stage, start, extra, body),
             media_type="text/event-stream",
             headers={**headers, "cache-control": "no-cache", "x-accel-buffering": "no"},
         )
@@ -370,7 +382,8 @@ class Gateway:
         return Upstream(response, b"".join(prefix), chunks, reader)
 
     async def _relay(
-        self, upstream: Upstream, variant: str, endpoint: str, stage: int, start: float, extra: dict[str, int]
+        self, upstream: Upstream, variant: str, endpoint: str, stage: int, start: float, extra: dict[str, int],
+        body: dict[str, Any],
     ) -> AsyncIterator[bytes]:
         """Forward each chunk as it arrives; observe a copy; record once the stream ends."""
         reader = upstream.reader
@@ -400,6 +413,8 @@ class Gateway:
                     await self.store.record({f"requests.{variant}": 1, "client_disconnects": 1, **extra}, None)
                 else:
                     await self._record(variant, endpoint, stage, None if failed else reader, latency, ttft, extra)
+                    if not failed and reader.error is None:
+                        self.judge.offer(variant, endpoint, body, reader.text)
 
     async def _record(
         self, variant: str, endpoint: str, stage: int, reader: CompletionReader | None,
@@ -463,6 +478,7 @@ class Gateway:
             "circuit_open": self.breaker.state == OPEN,
             "last_check": last.to_dict() if last else None,
             "probes": asdict(probes) if probes else None,
+            "live_kl": self.judge.state,
         }
 
     async def _status(self, request: Request) -> Response:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -9,7 +10,10 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from quantship.rollout.monitor import SIGNALS, CheckResult
 
 _LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
-_QUALITY = ("error_rate", "rejection_rate", "repetition_rate", "refusal_rate", "truncation_rate", "mean_tokens", "coherence", "samples")
+_QUALITY = (
+    "error_rate", "rejection_rate", "repetition_rate", "refusal_rate", "truncation_rate", "mean_tokens", "coherence", "samples",
+    "scored", "control_nll",
+)
 
 
 class Metrics:
@@ -40,6 +44,15 @@ class Metrics:
         self.alerts = Counter("quantship_rollout_alerts", "Breach reasons raised by checks.", ["signal"], registry=r)
         self.breaker_open = Gauge("quantship_rollout_circuit_open", "1 while the treatment circuit breaker is open.", registry=r)
         self.probes = Counter("quantship_rollout_probes", "Known-answer probes by variant and result.", ["variant", "result"], registry=r)
+        self.live_kl = Gauge(
+            "quantship_rollout_live_kl", "Live KL estimate in the window (nats/token; NaN while disabled or insufficient).",
+            registry=r,
+        )
+        self.live_kl_enabled = Gauge("quantship_rollout_live_kl_enabled", "1 when the control can score answers.", registry=r)
+        self.live_kl_samples = Counter(
+            "quantship_rollout_live_kl_samples", "Sampled answers for the live KL by variant and result (scored, dropped, failed).",
+            ["variant", "result"], registry=r,
+        )
 
         # Known label values start at 0, so dashboards and rate() see them before the first event.
         for cause in ("treatment_failed", "circuit_open"):
@@ -53,6 +66,8 @@ class Metrics:
         for variant in ("control", "treatment"):
             for result in ("pass", "fail"):
                 self.probes.labels(variant, result)
+            for result in ("scored", "dropped", "failed"):
+                self.live_kl_samples.labels(variant, result)
 
     def observe_check(self, result: CheckResult) -> None:
         self.checks.labels(result.status).inc()
@@ -61,4 +76,5 @@ class Metrics:
         for variant, stats in (("control", result.control), ("treatment", result.treatment)):
             values = asdict(stats)
             for signal in _QUALITY:
-                self.quality.labels(variant, signal).set(values[signal])
+                self.quality.labels(variant, signal).set(math.nan if values[signal] is None else values[signal])
+        self.live_kl.set(math.nan if result.live_kl.value is None else result.live_kl.value)

@@ -19,7 +19,11 @@ from quantship.rollout.quality import Observation
 PASS = "pass"
 BREACH = "breach"
 INSUFFICIENT = "insufficient"
-SIGNALS = ("circuit", "probe", "errors", "rejections", "repetition", "refusal", "length", "coherence", "truncation", "latency")
+DISABLED = "disabled"  # the live KL when the control cannot score (judge.py)
+SIGNALS = (
+    "circuit", "probe", "errors", "rejections", "repetition", "refusal", "length", "coherence", "truncation", "latency",
+    "live_kl",
+)
 
 
 @dataclass(frozen=True)
@@ -36,6 +40,16 @@ class WindowStats:
     coherence: float = 0.0
     ttft_p50_s: float | None = None
     latency_p50_s: float | None = None
+    scored: int = 0  # answers the control judged (live KL)
+    control_nll: float | None = None  # the control's mean negative log-likelihood per token of those answers
+
+
+@dataclass(frozen=True)
+class LiveKLResult:
+    """The live-KL part of a check: disabled, insufficient, pass or breach, and the estimate."""
+
+    status: str = DISABLED
+    value: float | None = None  # nats/token, treatment minus control
 
 
 @dataclass(frozen=True)
@@ -57,9 +71,13 @@ class CheckResult:
     signals: list[str] = field(default_factory=list)  # one short name per reason, for metrics
     control: WindowStats = field(default_factory=WindowStats)
     treatment: WindowStats = field(default_factory=WindowStats)
+    live_kl: LiveKLResult = field(default_factory=LiveKLResult)
 
     def to_dict(self) -> dict:
-        return {"status": self.status, "reasons": self.reasons, "control": asdict(self.control), "treatment": asdict(self.treatment)}
+        return {
+            "status": self.status, "reasons": self.reasons, "control": asdict(self.control),
+            "treatment": asdict(self.treatment), "live_kl": asdict(self.live_kl),
+        }
 
 
 def _median(values: list[float]) -> float | None:
@@ -71,9 +89,13 @@ def _median(values: list[float]) -> float | None:
 
 
 def summarise(observations: Iterable[Observation]) -> WindowStats:
-    obs = list(observations)
+    everything = list(observations)
+    obs = [o for o in everything if not o.scored_tokens]
+    scores = [o for o in everything if o.scored_tokens]
+    judged = sum(o.scored_tokens for o in scores)
+    control_nll = sum(o.scored_nll for o in scores) / judged if judged else None
     if not obs:
-        return WindowStats()
+        return WindowStats(scored=len(scores), control_nll=control_nll)
     good = [o for o in obs if o.ok]
     rejections = sum(1 for o in obs if o.rejected)
     errors = len(obs) - len(good) - rejections
@@ -94,6 +116,8 @@ def summarise(observations: Iterable[Observation]) -> WindowStats:
         coherence=fmean(o.coherence for o in good) if good else 0.0,
         ttft_p50_s=_median([o.ttft_s for o in good if o.ttft_s is not None]),
         latency_p50_s=_median([o.latency_s for o in good if o.latency_s is not None]),
+        scored=len(scores),
+        control_nll=control_nll,
     )
 
 
@@ -103,8 +127,12 @@ def check(
     min_samples: int,
     treatment_circuit_open: bool = False,
     probes: ProbeRound | None = None,
+    live_kl_min_samples: int | None = None,
 ) -> CheckResult:
-    """One periodic check of the window: pass, breach (with reasons) or insufficient."""
+    """One periodic check of the window: pass, breach (with reasons) or insufficient.
+
+    `live_kl_min_samples` None means the control cannot judge answers (live KL disabled).
+    """
     obs = list(observations)
     control = summarise(o for o in obs if o.variant == CONTROL)
     treatment = summarise(o for o in obs if o.variant == TREATMENT)
@@ -116,9 +144,25 @@ def check(
     enough = control.samples >= min_samples and treatment.samples >= min_samples
     if enough:
         found += _quality_breaches(control, treatment, thresholds)
+    kl = _live_kl(control, treatment, thresholds.max_live_kl, live_kl_min_samples)
+    if kl.status == BREACH:
+        found.append(("live_kl", (
+            f"live KL {kl.value:.3f} nats/token > {thresholds.max_live_kl}: control cross-entropy of treatment answers "
+            f"{treatment.control_nll:.3f} vs of its own {control.control_nll:.3f} ({treatment.scored} vs {control.scored} judged)"
+        )))
     if found:
-        return CheckResult(BREACH, [r for _, r in found], [s for s, _ in found], control, treatment)
-    return CheckResult(PASS if enough else INSUFFICIENT, [], [], control, treatment)
+        return CheckResult(BREACH, [r for _, r in found], [s for s, _ in found], control, treatment, kl)
+    return CheckResult(PASS if enough else INSUFFICIENT, [], [], control, treatment, kl)
+
+
+def _live_kl(c: WindowStats, t: WindowStats, limit: float | None, min_samples: int | None) -> LiveKLResult:
+    """Cross-entropy gap as the KL estimate: judged alone it never passes or breaches on too few scores."""
+    if min_samples is None or limit is None:
+        return LiveKLResult(DISABLED)
+    if c.scored < min_samples or t.scored < min_samples:
+        return LiveKLResult(INSUFFICIENT)
+    value = t.control_nll - c.control_nll
+    return LiveKLResult(BREACH if value > limit else PASS, value)
 
 
 def _quality_breaches(c: WindowStats, t: WindowStats, th: Thresholds) -> list[tuple[str, str]]:

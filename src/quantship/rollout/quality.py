@@ -33,6 +33,10 @@ class Observation:
     truncated: bool = False  # finish_reason == "length"
     ttft_s: float | None = None
     latency_s: float | None = None
+    # A judge score instead of an answer (rollout/judge.py): the control's summed negative
+    # log-likelihood of `scored_tokens` answer tokens. Scores are not answers and never count as samples.
+    scored_tokens: int = 0
+    scored_nll: float = 0.0
 
 
 def is_looping(text: str, n: int = LOOP_NGRAM) -> bool:

@@ -1,0 +1,171 @@
+"""The control model as the judge: how likely does it find a sampled share of answers?
+
+The heuristics of quality.py miss what quantization usually breaks: fluent, plausible,
+wrong text. The control (full-precision) model can tell: the mean negative log-likelihood
+per token it gives the treatment's answers, minus the one it gives its own answers in the
+same window, is E_q[-log p] - E_p[-log p] = KL(q || p) + H(q) - H(p): the live KL estimate
+(judged by monitor.check against `thresholds.max_live_kl`). It needs no log-probabilities
+from the treatment, so any server can be the treatment, and the client's request and the
+bytes it receives are untouched.
+
+Scoring runs off the request path: the request only draws a random number and, for a
+sampled answer, puts it on a bounded queue (full: dropped and counted). One worker scores
+the queue in order, so the judge adds at most one request at a time to the control. A slow
+or failing control delays and fails only the score.
+
+Scoring uses vLLM's own endpoints: `/tokenize` renders the chat template (prompt alone, and
+prompt plus the answer as an open final assistant message), and `/v1/completions` with the
+token ids and `prompt_logprobs: 0` returns the log-probability of every token. A control
+without them (llama-server, most hosted APIs) disables the live KL with one warning at
+start and `quantship_rollout_live_kl_enabled 0`; the check then says "disabled".
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+from quantship.rollout.config import LiveKL
+from quantship.rollout.metrics import Metrics
+from quantship.rollout.quality import Observation
+from quantship.rollout.store import Store
+
+log = logging.getLogger("quantship.rollout")
+PENDING, ENABLED, DISABLED = "pending", "enabled", "disabled"
+_PROBE_TEXT = "The capital of France is Paris."
+_PROBE_SERVER_ERRORS = 5  # 5xx answers to the start probe before giving up (a server that 500s on /tokenize)
+
+
+class CannotScore(Exception):
+    """The control answered, but not with what scoring needs (so retrying will not help)."""
+
+
+@dataclass(frozen=True)
+class Sample:
+    variant: str
+    endpoint: str  # chat | completions
+    prompt: Any  # `messages` (chat) or `prompt` (completions) of the client's request
+    tools: Any
+    answer: str
+    ts: float
+
+
+class Judge:
+    def __init__(self, config: LiveKL, model: str, metrics: Metrics, store: Store, retry_s: float):
+        self.config = config
+        self.model = model
+        self.metrics = metrics
+        self.store = store
+        self.retry_s = retry_s
+        self.state = PENDING
+        self.queue: asyncio.Queue[Sample] = asyncio.Queue(maxsize=config.queue_size)
+        self.client: httpx.AsyncClient | None = None
+        metrics.live_kl_enabled.set(0)
+
+    def min_samples(self) -> int | None:
+        """What monitor.check needs: None while the live KL cannot be computed."""
+        return self.config.min_samples if self.state == ENABLED else None
+
+    # -- request path: constant time, never raises -------------------------------------
+    def offer(self, variant: str, endpoint: str, body: dict[str, Any], answer: str) -> None:
+        if self.state != ENABLED or not answer or random.random() >= self.config.sample_rate:
+            return
+        prompt = body.get("messages") if endpoint == "chat" else body.get("prompt")
+        if (body.get("n") or 1) != 1 or not (endpoint == "chat" or isinstance(prompt, str)):
+            return  # several choices, or a pre-tokenised / batched prompt: nothing one score can say
+        try:
+            self.queue.put_nowait(Sample(variant, endpoint, prompt, body.get("tools"), answer, time.time()))
+        except asyncio.QueueFull:
+            self.metrics.live_kl_samples.labels(variant, "dropped").inc()
+
+    # -- background -------------------------------------------------------------------
+    async def run(self, client: httpx.AsyncClient) -> None:
+        """Find out once whether the control can score, then score the queue for good."""
+        self.client = client
+        server_errors = 0
+        while self.state == PENDING:
+            try:
+                await self._probe()
+                self.state = ENABLED
+                self.metrics.live_kl_enabled.set(1)
+            except (CannotScore, httpx.HTTPStatusError, ValueError) as error:
+                server_errors += not isinstance(error, CannotScore)
+                if isinstance(error, CannotScore) or server_errors >= _PROBE_SERVER_ERRORS:
+                    self.state = DISABLED
+                    log.warning("live KL disabled: the control cannot score answers (%s)", error)
+                    return
+                await asyncio.sleep(self.retry_s)
+            except httpx.HTTPError:  # not up yet: ask again, without a warning per try
+                await asyncio.sleep(self.retry_s)
+        while True:
+            sample = await self.queue.get()
+            try:
+                nll, tokens = await self.score(sample)
+            except (httpx.HTTPError, CannotScore, ValueError, KeyError, TypeError) as error:
+                self.metrics.live_kl_samples.labels(sample.variant, "failed").inc()
+                log.debug("live KL: scoring one answer failed: %s", error)
+                continue
+            if tokens:
+                await self.store.record({}, Observation(sample.variant, sample.ts, ok=True, scored_tokens=tokens,
+                                                        scored_nll=nll))
+                self.metrics.live_kl_samples.labels(sample.variant, "scored").inc()
+
+    async def _probe(self) -> None:
+        ids = await self._tokenize({"prompt": _PROBE_TEXT})
+        logprobs = await self._logprobs(ids)
+        if len(ids) < 2 or len(logprobs) != len(ids) - 1:
+            raise CannotScore(f"/v1/completions returned {len(logprobs)} prompt log-probabilities for {len(ids)} tokens")
+
+    async def score(self, sample: Sample) -> tuple[float, int]:
+        """The control's summed negative log-likelihood of the answer's tokens, and their number."""
+        if sample.endpoint == "chat":
+            extra = {"tools": sample.tools} if sample.tools else {}
+            prefix = await self._tokenize({"messages": sample.prompt, "add_generation_prompt": True, **extra})
+            answered = [*sample.prompt, {"role": "assistant", "content": sample.answer}]
+            full = await self._tokenize({"messages": answered, "add_generation_prompt": False,
+                                         "continue_final_message": True, **extra})
+        else:
+            prefix = await self._tokenize({"prompt": sample.prompt})
+            full = await self._tokenize({"prompt": sample.prompt + sample.answer})
+        start = _common_prefix(prefix, full)
+        if start == 0 or start == len(full):
+            return 0.0, 0
+        logprobs = await self._logprobs(full)  # logprobs[i] is that of full[i + 1]
+        answer = logprobs[start - 1:]
+        return -sum(answer), len(answer)
+
+    async def _tokenize(self, payload: dict[str, Any]) -> list[int]:
+        response = await self.client.post("/tokenize", json={"model": self.model, **payload}, timeout=self.config.timeout_s)
+        if response.status_code >= 500:
+            raise httpx.HTTPStatusError("control failed", request=response.request, response=response)
+        tokens = response.json().get("tokens") if response.status_code == 200 else None
+        if not isinstance(tokens, list) or not all(isinstance(t, int) for t in tokens):
+            raise CannotScore(f"/tokenize answered HTTP {response.status_code} without token ids")
+        return tokens
+
+    async def _logprobs(self, ids: list[int]) -> list[float]:
+        """Log-probability of each token after the first, given the ones before it."""
+        body = {"model": self.model, "prompt": ids, "max_tokens": 1, "temperature": 0, "prompt_logprobs": 0}
+        response = await self.client.post("/v1/completions", json=body, timeout=self.config.timeout_s)
+        if response.status_code >= 500:
+            raise httpx.HTTPStatusError("control failed", request=response.request, response=response)
+        choices = response.json().get("choices") if response.status_code == 200 else None
+        entries = choices[0].get("prompt_logprobs") if choices else None
+        if not isinstance(entries, list) or len(entries) != len(ids):
+            raise CannotScore(f"/v1/completions answered HTTP {response.status_code} without prompt_logprobs")
+        return [float(entry[str(token)]["logprob"]) for token, entry in zip(ids[1:], entries[1:], strict=True)]
+
+
+def _common_prefix(a: list[int], b: list[int]) -> int:
+    n = 0
+    for x, y in zip(a, b, strict=False):
+        if x != y:
+            break
+        n += 1
+    return n
