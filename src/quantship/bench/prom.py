@@ -24,6 +24,10 @@ HISTOGRAMS = {
     "e2e": "vllm:e2e_request_latency_seconds",
 }
 TOLERANCE = 0.10
+# What the client adds that the server cannot see (loopback HTTP, SSE parsing, the event
+# loop waking up): a few ms idle, ~10 ms with the cores shared. A gap within it agrees
+# whatever its share of a short TTFT; a client measuring the wrong thing is off by far more.
+CLIENT_OVERHEAD_S = 0.015
 # Servers update histograms just after the response is sent; wait this long at most
 # for the last requests of a block to be counted.
 SETTLE_S = 3.0
@@ -115,7 +119,7 @@ class ServerMetrics:
 def compare_means(
     metric: str, client_samples_s: list[float], server: HistogramTotals | None, tolerance: float = TOLERANCE
 ) -> ServerCheck:
-    """Client mean vs server mean; they agree when within `tolerance` of the client's."""
+    """Client mean vs server mean; they agree within `tolerance` of the client's, or within CLIENT_OVERHEAD_S."""
     client_mean = sum(client_samples_s) / len(client_samples_s) if client_samples_s else 0.0
     server_mean = server.sum / server.count if server is not None and server.count > 0 else None
     diff = None
@@ -129,5 +133,5 @@ def compare_means(
         server_n=int(server.count) if server is not None else 0,
         relative_diff=diff,
         tolerance=tolerance,
-        agree=diff is not None and abs(diff) <= tolerance,
+        agree=diff is not None and (abs(diff) <= tolerance or abs(server_mean - client_mean) <= CLIENT_OVERHEAD_S),
     )
