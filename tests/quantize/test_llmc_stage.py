@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import sys
 
 import pytest
 import torch
@@ -15,6 +14,7 @@ from quantship.quantize import llmcompressor_backend
 from quantship.quantize.spec import VariantSpec
 from quantship.quantize.stage import run_quantize, safetensors_storage
 from quantship.rundir import read_json
+from tests.support.cli import in_process
 
 RTN = VariantSpec(
     name="rtn",
@@ -146,16 +146,7 @@ def test_unknown_architecture_is_refused(tiny_checkpoint):
 
 
 def _cli(monkeypatch, capsys, *args: str) -> tuple[int, str, str]:
-    from quantship.cli import main
-
-    monkeypatch.setattr(sys, "argv", ["quantship", "quantize", *args])
-    try:
-        main()
-        code = 0
-    except SystemExit as done:
-        code = done.code
-    out, err = capsys.readouterr()
-    return code, out, err
+    return in_process(monkeypatch, capsys, "quantize", *args)
 
 
 @pytest.mark.parametrize(

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import shutil
-import sys
 from pathlib import Path
 
 import torch
 from safetensors.torch import load_file, save_file
 
 from quantship.rundir import RunDir
+from tests.support.cli import in_process
 
 
 def scale_lm_head(folder: Path, factor: float, seed: int | None = None) -> None:
@@ -34,13 +34,5 @@ def add_plain_variant(run: RunDir, name: str, checkpoint: Path, edit=None) -> No
 
 
 def run_cli(monkeypatch, capsys, *args: str) -> tuple[int, str, str]:
-    from quantship.cli import main
-
-    monkeypatch.setattr(sys, "argv", ["quantship", "validate", *args])
-    try:
-        main()
-        code = 0
-    except SystemExit as done:
-        code = done.code
-    out, err = capsys.readouterr()
-    return code, out, err
+    """`quantship validate ARGS` in process."""
+    return in_process(monkeypatch, capsys, "validate", *args)
