@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -81,7 +82,8 @@ def local_index(folder: Path, wheel: Path) -> str:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cpu-wheel", type=Path, help="the CPU wheel, for a local copy of the index if it is unreachable")
-    parser.add_argument("--python", default="python3.11", help="interpreter for the fresh venv (as setup.sh)")
+    parser.add_argument("--python", default=shutil.which("python3.11") or "python3",
+                        help="interpreter for the fresh venv (as setup.sh: python3.11, else python3)")
     args = parser.parse_args()
     failures = 0
 

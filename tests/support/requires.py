@@ -18,8 +18,10 @@ from pathlib import Path
 
 import pytest
 
-# Debian calls the package chromium; Ubuntu's snap wrapper installs chromium-browser.
-CHROMIUM_NAMES = ("chromium", "chromium-browser")
+from quantship.envs.system_packages import GROUPS
+
+# The commands setup installs for the tests, from its one table (Debian's and Ubuntu's names).
+_TEST_COMMANDS = {need.what: need.commands for need in GROUPS["tests"]}
 
 
 def under_ci() -> bool:
@@ -36,7 +38,7 @@ def missing(reason: str) -> None:
 
 def chromium() -> Path | None:
     """The headless browser the report test drives, if installed."""
-    found = next((shutil.which(name) for name in CHROMIUM_NAMES if shutil.which(name)), None)
+    found = next((shutil.which(name) for name in _TEST_COMMANDS["chromium"] if shutil.which(name)), None)
     return Path(found) if found else None
 
 
@@ -65,7 +67,7 @@ def _demo_package_installed() -> bool:
 
 # name -> (is it there?, what is missing and how to get it)
 CHECKS: dict[str, tuple[Callable[[], bool], str]] = {
-    "redis-server": (lambda: shutil.which("redis-server") is not None,
+    "redis-server": (lambda: any(shutil.which(c) for c in _TEST_COMMANDS["redis-server"]),
                      "redis-server is not installed (bash scripts/setup.sh installs it)"),
     "chromium": (lambda: chromium() is not None,
                  "chromium is not installed (bash scripts/setup.sh installs it)"),

@@ -9,7 +9,6 @@ starts; the startup probe is serve's known-answer probe; readiness is `/health`.
 from __future__ import annotations
 
 import dataclasses
-import inspect
 import json
 import math
 import shlex
@@ -98,8 +97,8 @@ def server_command(server: ModelServer) -> launch.LaunchSpec:
 
 def known_answer_command(served_name: str, extra: dict) -> list[str]:
     """serve's probe as an exec startup check: greedy completion of the known prompt, answer expected."""
-    max_tokens = inspect.signature(health.probe).parameters["max_tokens"].default  # serve's own probe length
-    body = {"model": served_name, "prompt": health.PROBE_PROMPT, "max_tokens": max_tokens, "temperature": 0.0, **extra}
+    body = {"model": served_name, "prompt": health.PROBE_PROMPT, "max_tokens": health.PROBE_MAX_TOKENS, "temperature": 0.0,
+            **extra}
     script = (
         f"curl -sf -H 'content-type: application/json' -d {shlex.quote(json.dumps(body))} "
         f"http://127.0.0.1:{PORT}/v1/completions | grep -qi {shlex.quote(health.PROBE_ANSWER)}"

@@ -291,7 +291,7 @@ class Gateway:
             reader.feed_body(content)
             await self._record(variant, endpoint, stage, reader, time.perf_counter() - start, None, extra)
             if reader.error is None:
-                self.judge.offer(variant, endpoint, body, reader.text)
+                self.judge.offer(variant, endpoint, body, reader)
             return Response(content, 200, headers=headers, media_type="application/json")
         return StreamingResponse(
             self._relay(upstream, variant, endpoint, stage, start, extra, body),
@@ -414,7 +414,7 @@ class Gateway:
                 else:
                     await self._record(variant, endpoint, stage, None if failed else reader, latency, ttft, extra)
                     if not failed and reader.error is None:
-                        self.judge.offer(variant, endpoint, body, reader.text)
+                        self.judge.offer(variant, endpoint, body, reader)
 
     async def _record(
         self, variant: str, endpoint: str, stage: int, reader: CompletionReader | None,

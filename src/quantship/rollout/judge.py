@@ -34,6 +34,7 @@ import httpx
 from quantship.rollout.config import LiveKL
 from quantship.rollout.metrics import Metrics
 from quantship.rollout.quality import Observation
+from quantship.rollout.sse import CompletionReader
 from quantship.rollout.store import Store
 
 log = logging.getLogger("quantship.rollout")
@@ -73,8 +74,12 @@ class Judge:
         return self.config.min_samples if self.state == ENABLED else None
 
     # -- request path: constant time, never raises -------------------------------------
-    def offer(self, variant: str, endpoint: str, body: dict[str, Any], answer: str) -> None:
-        if self.state != ENABLED or not answer or random.random() >= self.config.sample_rate:
+    def offer(self, variant: str, endpoint: str, body: dict[str, Any], reader: CompletionReader) -> None:
+        """On the request path: a sampling draw, and only for a sampled answer its text and a queue put."""
+        if self.state != ENABLED or random.random() >= self.config.sample_rate:
+            return
+        answer = reader.text
+        if not answer:
             return
         prompt = body.get("messages") if endpoint == "chat" else body.get("prompt")
         if (body.get("n") or 1) != 1 or not (endpoint == "chat" or isinstance(prompt, str)):

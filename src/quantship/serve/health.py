@@ -17,6 +17,7 @@ import httpx
 
 PROBE_PROMPT = "The capital of France is"
 PROBE_ANSWER = "Paris"
+PROBE_MAX_TOKENS = 12  # room for a leading space, an article or a newline before the answer
 WARMUP_PROMPTS = ("Hello, my name is", "def fibonacci(n):")
 
 
@@ -93,7 +94,7 @@ def probe(
     extra: dict | None = None,
     prompt: str = PROBE_PROMPT,
     expected: str = PROBE_ANSWER,
-    max_tokens: int = 12,
+    max_tokens: int = PROBE_MAX_TOKENS,
 ) -> ProbeResult:
     """Greedy completion of a prompt whose answer the model is known to give."""
     text = complete(base_url, model, prompt, max_tokens, extra)

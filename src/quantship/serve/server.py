@@ -197,7 +197,6 @@ def start_server(
     vllm_python: Path | None = None,
     ready_timeout_s: float = DEFAULT_READY_TIMEOUT_S,
     probe: bool = True,
-    served_gate: bool = True,
     say: Say = _quiet,
 ) -> RunningServer:
     """Pre-flight, launch, wait for readiness, warm up and probe; returns a ready server.
@@ -266,8 +265,7 @@ def start_server(
     server = RunningServer(spec, process, process.pid, log_path, record_path, record)
     try:
         _become_ready(server, ready_timeout_s, probe, say)
-        if served_gate:
-            _served_gate(server, target, say)
+        _served_gate(server, target, say)
     except BaseException:
         server.stop(grace_s=10.0)
         raise
@@ -300,10 +298,12 @@ def _served_gate(server: RunningServer, target: ServeTarget | None, say: Say) ->
         return
     from quantship.progress import stderr_console
     from quantship.rundir import RunDir
+    from quantship.validate.run import validation_path
     from quantship.validate.served_gate import gate_running_server
 
     say(f"served-engine validation of {target.variant} on the baseline's windows")
-    result = gate_running_server(RunDir(target.run_dir), target.variant, server.url, server.spec.served_model_name, stderr_console())
+    run_dir = RunDir(target.run_dir)
+    result = gate_running_server(run_dir, target.variant, server.url, server.spec.served_model_name, stderr_console())
     if result is None:
         say("served-engine validation skipped: no verdict or baseline to compare with")
         return
@@ -315,7 +315,7 @@ def _served_gate(server: RunningServer, target: ServeTarget | None, say: Say) ->
         failed = [n for n in result["failed_checks"] if n.startswith("served:")]
         raise GateFailed(
             f"the served engine fails the gate: {', '.join(failed)}",
-            f"see {target.run_dir / 'validation' / (target.variant + '.json')}; the server was stopped",
+            f"see {validation_path(run_dir, target.variant)}; the server was stopped",
         )
 
 

@@ -9,21 +9,22 @@ weights fault), which is exactly what this check exists to catch.
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import Any
 
 from rich.console import Console
 
 from quantship.models.loading import load_tokenizer
 from quantship.progress import progress_bar
-from quantship.rundir import RunDir, atomic_write_json
-from quantship.validate.baseline_data import BaselineData
+from quantship.rundir import RunDir, atomic_write_json, read_json
+from quantship.validate.baseline_data import BaselineData, load_baseline
 from quantship.validate.gate import CheckResult, Thresholds, errored
-from quantship.validate.run import VALIDATION_DIR, window_checks
+from quantship.validate.run import VALIDATION_DIR, validation_path, window_checks
 from quantship.validate.served import SERVED_TOPK, Endpoint, require_prompt_logprobs, require_same_tokenizer, score_endpoint
 
 PREFIX = "served:"
 CONTROL = "control"  # `validate --url U --variant control`: the baseline checkpoint itself, served
-_DIFFS = (  # served check -> (tolerance field, in-process check)
+_DIFFS = (  # (check compared with its in-process figure, tolerance field)
     ("kl_mean", "max_served_kl_mean_diff"),
     ("perplexity", "max_served_perplexity_diff"),
     ("top1_agreement", "max_served_top1_diff"),
@@ -32,7 +33,7 @@ _DIFFS = (  # served check -> (tolerance field, in-process check)
 CONTROL_IN_PROCESS = {"perplexity": 0.0, "kl_mean": 0.0, "kl_p99": 0.0, "top1_agreement": 1.0}
 
 
-def control_path(run_dir: RunDir) -> Any:
+def control_path(run_dir: RunDir) -> Path:
     """Outside validation/*.json, which the report and selection read as variant verdicts."""
     return run_dir.root / VALIDATION_DIR / "served" / f"{CONTROL}.json"
 
@@ -95,7 +96,7 @@ def served_verdict(
     if verdict.get("variant") == CONTROL:
         atomic_write_json(control_path(run_dir), result)
     else:
-        atomic_write_json(run_dir.root / VALIDATION_DIR / f"{verdict['variant']}.json", result)
+        atomic_write_json(validation_path(run_dir, verdict["variant"]), result)
     return result
 
 
@@ -118,10 +119,7 @@ def gate_running_server(run_dir: RunDir, variant: str, url: str, model: str, con
     None when there is no verdict to compare with (a forced serve); the thresholds are the
     ones the verdict was gated with.
     """
-    from quantship.rundir import read_json
-    from quantship.validate.baseline_data import load_baseline
-
-    path = run_dir.root / VALIDATION_DIR / f"{variant}.json"
+    path = validation_path(run_dir, variant)
     if not path.exists() or run_dir.manifest("baseline") is None:
         return None
     verdict = read_json(path)
