@@ -32,7 +32,8 @@ def demo_like_run(tiny_checkpoint, tmp_path) -> Path:
         stage.path("q4_1.Q4_1.gguf").write_bytes(b"GGUF" + bytes(4096))
         stage.extra["format"] = "gguf"
     (root / "validation").mkdir()
-    (root / "validation" / "q4_1.json").write_text(json.dumps({"passed": True}))
+    verdict = {"passed": True, "variant_fingerprint": runs.manifest("variants/q4_1")["fingerprint"]}
+    (root / "validation" / "q4_1.json").write_text(json.dumps(verdict))
     (root / "validation" / "selected.json").write_text(json.dumps({"selected": "q4_1"}))
     return root
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 
@@ -27,6 +28,16 @@ def test_failed_and_passed_verdicts(run_dir):
     make_variant(run_dir, "good", verdict=True)
     assert preflight.verdict(from_variant(run_dir, "bad"), force=False).status == "failed"
     assert preflight.verdict(from_variant(run_dir, "good"), force=False).status == "ok"
+
+
+def test_a_verdict_on_an_earlier_quantization_of_the_same_name_is_refused(run_dir):
+    make_variant(run_dir, "w4")  # validated, passed
+    verdict_path = run_dir / "validation" / "w4.json"
+    old = json.loads(verdict_path.read_text())
+    make_variant(run_dir, "w4", quant=W8A8_INT8, verdict=None, method="rtn")  # quantized again under that name
+    verdict_path.write_text(json.dumps(old))
+    check = preflight.verdict(from_variant(run_dir, "w4"), force=False)
+    assert check.status == "failed" and "quantized again since" in check.detail and "quantship validate" in check.fix
 
 
 def test_corrupt_verdict_file_counts_as_not_passed(run_dir):

@@ -46,10 +46,11 @@ def make_variant(
     gguf: bool = False,
     fmt: str | None = None,
     verdict: bool | None = True,
+    method: str = "test",
 ) -> Path:
-    """A variant published through RunDir.stage, as `quantship quantize` does."""
+    """A variant published through RunDir.stage, as `quantship quantize` does (`method` moves its fingerprint)."""
     runs = RunDir(run_dir)
-    with runs.stage(f"variants/{name}", {"method": "test"}, {}) as stage:
+    with runs.stage(f"variants/{name}", {"method": method}, {}) as stage:
         if gguf:
             stage.path(f"{name}.Q4_K_M.gguf").write_bytes(b"GGUF" + b"\0" * 512)
             stage.params["scheme"] = "Q4_K_M"
@@ -58,5 +59,6 @@ def make_variant(
         stage.extra["format"] = fmt or ("gguf" if gguf else "compressed-tensors")
     if verdict is not None:
         (run_dir / "validation").mkdir(parents=True, exist_ok=True)
-        (run_dir / "validation" / f"{name}.json").write_text(json.dumps({"passed": verdict}))
+        judged = runs.manifest(f"variants/{name}")["fingerprint"]  # as validate records it
+        (run_dir / "validation" / f"{name}.json").write_text(json.dumps({"passed": verdict, "variant_fingerprint": judged}))
     return run_dir / "variants" / name

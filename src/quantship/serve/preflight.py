@@ -38,13 +38,23 @@ class Check:
 
 
 def verdict(target: ServeTarget, force: bool) -> Check:
-    """A variant must have passed `quantship validate`; a plain checkpoint is the control."""
+    """A variant must have passed `quantship validate`, as it is now; a plain checkpoint is the control.
+
+    The verdict names the variant fingerprint it judged: a variant requantized under the same
+    name since then has no verdict, whatever the old one said.
+    """
     if target.variant is None or target.run_dir is None:
         return Check("verdict", "skipped", "plain checkpoint (control): no validation verdict needed")
     path = target.run_dir / "validation" / f"{target.variant}.json"
+    current = (target.manifest or {}).get("fingerprint")
     try:
-        passed = read_json(path).get("passed") is True
+        recorded = read_json(path)
+        judged = recorded.get("variant_fingerprint")
+        passed = recorded.get("passed") is True
         detail = f"{path} says passed={passed}"
+        if passed and current and judged != current:
+            passed, detail = False, (f"{path} judged variant fingerprint {judged}, but the variant is now {current} "
+                                     "(quantized again since)")
     except FileNotFoundError:
         passed, detail = False, f"no verdict at {path}"
     except (json.JSONDecodeError, AttributeError):
