@@ -1,12 +1,15 @@
 """Added latency of the rollout gateway over direct calls to the same backend.
 
-Starts one OpenAI stub backend (its own process) and one `quantship rollout serve`
-gateway (its own process) whose control and treatment both point at that backend,
-then sends the same streaming chat requests directly and through the gateway at
-1, 16 and 64 concurrent streams, in one run: both paths warmed first, then in ABBA
-turns (direct, gateway, gateway, direct) so that drift cancels. Prints a table and writes JSON
-(default benchmarks/results/gateway.json), with the gateway's CPU time per request,
-which is steadier than wall time on a busy machine. No assertions: figures only.
+Starts one OpenAI stub backend (its own process, able to score as a vLLM control does)
+and two `quantship rollout serve` gateways (their own processes) whose control and
+treatment both point at that backend: `gateway` with the live KL off, `gateway-judged`
+judging every treatment answer (`live_kl.sample_rate: 1`, the worst case: each one asks
+for log-probabilities, strips them from the client's bytes and queues a score). Sends the
+same streaming chat requests directly and through each at 1, 16 and 64 concurrent streams,
+in one run: every path warmed first, then in mirrored turns (direct, gateway, judged,
+judged, gateway, direct) so that drift cancels. Prints a table and writes JSON (default
+benchmarks/results/gateway.json), with each gateway's CPU time per request, which is
+steadier than wall time on a busy machine. No assertions: figures only.
 
     python benchmarks/gateway.py [--requests-per-stream 20] [--tokens 16] [--token-delay-s 0.002]
 """
@@ -36,7 +39,8 @@ from tests.support.openai_stub import StubProcess, free_port  # noqa: E402
 
 
 # Each turn sends half of --requests-per-stream per stream.
-ABBA = ("direct", "gateway", "gateway", "direct")
+PATHS = ("direct", "gateway", "gateway-judged")
+TURNS = (*PATHS, *reversed(PATHS))
 
 
 def _percentile(values: list[float], q: float) -> float:
@@ -81,7 +85,7 @@ def _summary(samples: dict[str, list[float]]) -> dict[str, float]:
     return out
 
 
-def _start_gateway(backend: str, port: int, workdir: Path) -> subprocess.Popen:
+def _start_gateway(backend: str, port: int, workdir: Path, judge_rate: float) -> subprocess.Popen:
     config = {
         "experiment": "bench",
         "control": {"url": backend, "model": "stub-model"},
@@ -89,7 +93,9 @@ def _start_gateway(backend: str, port: int, workdir: Path) -> subprocess.Popen:
         "stages": [{"name": "canary", "fraction": 0.5}],
         "store": f"sqlite:///{workdir / 'bench.db'}",
         "check_interval_s": 5,
+        "live_kl": {"sample_rate": judge_rate},
     }
+    workdir.mkdir()
     path = workdir / "rollout.yaml"
     path.write_text(yaml.safe_dump(config))
     cmd = [sys.executable, "-m", "quantship.cli", "rollout", "serve", "--config", str(path), "--port", str(port)]
@@ -115,43 +121,47 @@ def main() -> None:
     args = parser.parse_args()
 
     results = []
-    with tempfile.TemporaryDirectory() as tmp, StubProcess(tokens=args.tokens, token_delay_s=args.token_delay_s) as backend:
-        port = free_port()
-        gateway = _start_gateway(backend.url, port, Path(tmp))
-        gateway_cpu = psutil.Process(gateway.pid)
+    stub = StubProcess(tokens=args.tokens, token_delay_s=args.token_delay_s, scorer=True)
+    with tempfile.TemporaryDirectory() as tmp, stub as backend:
+        ports = {"gateway": free_port(), "gateway-judged": free_port()}
+        gateways = {name: _start_gateway(backend.url, port, Path(tmp) / name, 1.0 if name == "gateway-judged" else 0.0)
+                    for name, port in ports.items()}
+        cpu = {name: psutil.Process(g.pid) for name, g in gateways.items()}
         try:
-            targets = {"direct": f"{backend.base_url}/chat/completions", "gateway": f"http://127.0.0.1:{port}/v1/chat/completions"}
-            for url in targets.values():  # warm both paths: backend, gateway and its upstream pool
+            targets = {"direct": f"{backend.base_url}/chat/completions",
+                       **{name: f"http://127.0.0.1:{port}/v1/chat/completions" for name, port in ports.items()}}
+            for url in targets.values():  # warm every path: backend, gateways and their upstream pools
                 asyncio.run(_measure(url, 4, 5, args.tokens))
             per_turn = max(1, args.requests_per_stream // 2)
             for concurrency in args.concurrency:
                 row = {"concurrency": concurrency}
                 samples = {name: {"latency": [], "ttft": [], "errors": []} for name in targets}
-                spent = 0.0
-                for name in ABBA:  # interleaved, so drift on a shared machine hits both paths alike
-                    cpu_before = gateway_cpu.cpu_times()
+                spent = dict.fromkeys(gateways, 0.0)
+                for name in TURNS:  # interleaved, so drift on a shared machine hits every path alike
+                    before = {g: p.cpu_times() for g, p in cpu.items()}
                     turn = asyncio.run(_measure(targets[name], concurrency, per_turn, args.tokens))
-                    cpu_after = gateway_cpu.cpu_times()
                     for kind, values in turn.items():
                         samples[name][kind] += values
-                    if name == "gateway":
-                        spent += cpu_after.user + cpu_after.system - cpu_before.user - cpu_before.system
+                    if name in gateways:  # the judge's scoring after the turn is the judged gateway's cost too
+                        after = cpu[name].cpu_times()
+                        spent[name] += after.user + after.system - before[name].user - before[name].system
                 for name in targets:
                     row[name] = _summary(samples[name])
-                row["gateway_cpu_ms_per_request"] = 1000 * spent / max(row["gateway"]["requests"], 1)
-                for stat in ("latency_p50_ms", "latency_p99_ms", "ttft_p50_ms", "ttft_p99_ms"):
-                    row[f"added_{stat}"] = row["gateway"][stat] - row["direct"][stat]
+                for name in gateways:
+                    row[f"{name}_cpu_ms_per_request"] = 1000 * spent[name] / max(row[name]["requests"], 1)
+                    for stat in ("latency_p50_ms", "latency_p99_ms", "ttft_p50_ms", "ttft_p99_ms"):
+                        row[f"{name}_added_{stat}"] = row[name][stat] - row["direct"][stat]
                 results.append(row)
-                print(f"{concurrency:>3} streams: latency p50 {row['direct']['latency_p50_ms']:7.2f} -> {row['gateway']['latency_p50_ms']:7.2f} ms"
-                      f" (+{row['added_latency_p50_ms']:.2f}), p99 {row['direct']['latency_p99_ms']:7.2f} -> "
-                      f"{row['gateway']['latency_p99_ms']:7.2f} ms (+{row['added_latency_p99_ms']:.2f}), "
-                      f"gateway CPU {row['gateway_cpu_ms_per_request']:.2f} ms/request", flush=True)
+                print(f"{concurrency:>3} streams: latency p50 direct {row['direct']['latency_p50_ms']:7.2f} ms, "
+                      + ", ".join(f"{name} +{row[f'{name}_added_latency_p50_ms']:.2f} (p99 +{row[f'{name}_added_latency_p99_ms']:.2f},"
+                                  f" CPU {row[f'{name}_cpu_ms_per_request']:.2f} ms/request)" for name in gateways), flush=True)
         finally:
-            gateway.send_signal(signal.SIGTERM)
-            gateway.wait(timeout=15)
+            for gateway in gateways.values():
+                gateway.send_signal(signal.SIGTERM)
+                gateway.wait(timeout=15)
     report = {
         "benchmark": "rollout gateway added latency (streamed chat completions, same backend)",
-        "settings": vars(args) | {"out": str(args.out), "turns": list(ABBA)},
+        "settings": vars(args) | {"out": str(args.out), "turns": list(TURNS)},
         **provenance(),
         "results": results,
     }

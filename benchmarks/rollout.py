@@ -6,7 +6,7 @@ scaled rollout config of tests/support/live_rollout.py (every threshold at its d
 live KL included); users replay the built-in prompts until the gateway decides. Writes
 benchmarks/results/rollout.json.
 
-    python benchmarks/rollout.py --runs 3
+    python benchmarks/rollout.py            # 5 runs per variant
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from quantship.bench.provenance import provenance  # noqa: E402
+from quantship.rollout.config import Thresholds  # noqa: E402
 from quantship.rundir import atomic_write_json  # noqa: E402
 from tests.support import live_rollout  # noqa: E402
 
@@ -45,13 +46,14 @@ def _write(out: Path, runs: dict[str, list[dict]], started: float) -> None:
     good, bad = runs["good"], runs["bad"]
     fired = Counter(r.split(" ")[0] + (" KL" if r.startswith("live KL") else "") for run in bad for r in run["reasons"])
     kl_good, kl_bad = _median([_kl(r) for r in good]), _median([_kl(r) for r in bad])
+    good_kls, bad_kls = [k for k in map(_kl, good) if k is not None], [k for k in map(_kl, bad) if k is not None]
     atomic_write_json(out, {
         "provenance": provenance(benchmark="rollout", wall_s=round(time.time() - started, 1)),
         "setup": {
             "control": "bf16 demo checkpoint (SmolLM2-135M-Instruct) on vLLM CPU 0.32.0",
             "treatment": {"good": f"{live_rollout.GOOD} GGUF on llama-server", "bad": f"{live_rollout.BAD} GGUF on llama-server"},
             "config": "tests/support/live_rollout.py: stages canary 50% -> full 100%, min_samples 24, min_stage_seconds 30, "
-                      "check_interval_s 2, breach_checks 2, live_kl sample_rate 0.5 min_samples 8, other thresholds default",
+                      "check_interval_s 2, breach_checks 2, live_kl sample_rate 0.5 min_samples 8, other thresholds default (max_live_kl included)",
             "traffic": "users user-N, prompt N mod 22 of quantship.evaluate.prompts (chat and completions), greedy, 48 tokens, "
                        "4 concurrent",
         },
@@ -72,7 +74,12 @@ def _write(out: Path, runs: dict[str, list[dict]], started: float) -> None:
         "signals": {
             "kl_treatment_vs_control": {"good": kl_good, "bad": kl_bad,
                                         "per_run": {"good": [_kl(r) for r in good], "bad": [_kl(r) for r in bad]}},
-            "separation": round(kl_bad / kl_good, 1) if kl_good and kl_bad and kl_good > 0 else None,
+            "methods": sorted({(r.get("live_kl") or {}).get("method") or "none" for r in good + bad}),
+            "threshold": Thresholds().max_live_kl,
+            # The good estimate sits at zero, either side: separation is the smallest bad estimate
+            # over the largest good one in magnitude (every run, not medians).
+            "separation": (round(min(bad_kls) / max(abs(k) for k in good_kls), 1)
+                           if good_kls and bad_kls and max(abs(k) for k in good_kls) > 0 else None),
         },
         "runs": runs,
     })

@@ -37,10 +37,11 @@ def test_worse_quantization_is_rolled_back_by_the_live_kl(tmp_path, control):
     assert result["judge"] == "enabled" and result["http_errors"] == 0
     assert result["rolled_back"], result
     assert result["reasons"] and all(r.startswith("live KL ") for r in result["reasons"]), result
+    assert result["live_kl"]["method"] == "paired", result  # llama-server sends the treatment's own log-probabilities
 
 
 def test_faithful_quantization_is_promoted(tmp_path, control):
     result = _rollout(tmp_path, control, live_rollout.GOOD)
     assert result["judge"] == "enabled" and result["http_errors"] == 0
     assert not result["rolled_back"] and result["reached_stage"] == "full", result
-    assert result["live_kl_last"]["status"] == "pass", result
+    assert result["live_kl_last"]["status"] == "pass" and result["live_kl_last"]["method"] == "paired", result

@@ -52,6 +52,21 @@ def test_treatment_is_judged_against_control_in_the_same_window():
     assert short.signals == ["length"]
 
 
+def test_a_rate_over_its_limit_by_a_small_windows_luck_is_not_a_breach():
+    # Measured on the real canary (benchmarks/rollout.py): a Q8_0 treatment looped on 2 of 12
+    # answers (16.7% > 15%) against the control's 1 of 17; that is one-sided Fisher p = 0.37.
+    th = Thresholds()
+    luck = _window("control", 1, looping=True) + _window("control", 16) + _window("treatment", 2, looping=True) + _window("treatment", 10)
+    assert check(luck, th, 10).status == PASS
+    assert check(luck, Thresholds(significance=1.0), 10).signals == ["repetition"]  # the rate rule alone
+    # The same rates on 120 answers a side are no longer luck (p < 0.01).
+    real = [o for o in luck for _ in range(10)]
+    assert check(real, th, 10).signals == ["repetition"]
+    # Refusals on 30 answers a side: 6 vs 0 (20%, over the 10-point margin) is p = 0.012, not yet; 7 vs 0 is p = 0.005.
+    assert check(_window("control", 30) + _window("treatment", 6, refusal=True) + _window("treatment", 24), th, 10).status == PASS
+    assert check(_window("control", 30) + _window("treatment", 7, refusal=True) + _window("treatment", 23), th, 10).signals == ["refusal"]
+
+
 def test_slower_treatment_is_not_a_breach_by_default():
     obs = _window("control", 30, latency_s=0.1, ttft_s=0.05) + _window("treatment", 30, latency_s=0.5, ttft_s=0.4)
     assert check(obs, Thresholds(), 10).status == PASS

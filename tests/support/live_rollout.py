@@ -157,5 +157,6 @@ def run(cfg: RolloutConfig, max_requests: int = 400, concurrency: int = 4) -> di
         "live_kl_last": (status["last_check"] or {}).get("live_kl"),
         "control_nll": {v: (status["last_check"] or {}).get(v, {}).get("control_nll") for v in ("control", "treatment")},
         "scored": {v: (status["last_check"] or {}).get(v, {}).get("scored") for v in ("control", "treatment")},
+        "paired": (status["last_check"] or {}).get("treatment", {}).get("paired"),
         "judge": status["live_kl"],
     }

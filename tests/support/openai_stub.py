@@ -85,6 +85,7 @@ _DRIFT = (
     "violins hidden beneath creaky staircases of crumbling seaside mansions."
 ).split()
 _LIKELY, _UNLIKELY = -0.5, -4.0  # the scorer's log-probability of a word the normal mode says, and of any other
+_OWN = -0.5  # the log-probability every mode gives its own words (as sure of drift as of normal text)
 _LOOP = "I think that".split()
 _REFUSAL = "I'm sorry, I can't help with that.".split()
 _SHORT = "Okay, sure thing.".split()
@@ -113,6 +114,7 @@ class Behaviour:
     set_cookie: str | None = None  # a Set-Cookie header on every completion, as session-keeping servers send
     scorer: bool = False  # serve vLLM's /tokenize and `prompt_logprobs`, as a control that can judge answers
     score_delay_s: float = 0.0  # delay of each /tokenize answer (a slow judge)
+    logprobs: bool = True  # send each word's log-probability when a request asks (`logprobs`), as vLLM does
 
     def update(self, **changes: Any) -> None:
         unknown = set(changes) - {f.name for f in dataclasses.fields(self)}
@@ -235,13 +237,16 @@ class _StubApp:
         if body.get("stream"):
             options = body.get("stream_options") or {}
             with_usage = bool(options.get("include_usage", behaviour.always_usage))
-            stream = self._stream(ident, model, chat, words, finish, usage, with_usage, first_delay, token_delay)
+            asked = behaviour.logprobs and body.get("logprobs") not in (None, False)
+            stream = self._stream(ident, model, chat, words, finish, usage, with_usage, first_delay, token_delay, asked)
             return StreamingResponse(stream, media_type="text/event-stream")
         await asyncio.sleep(first_delay + token_delay * max(len(words) - 1, 0))
         if self.dead:
             raise ConnectionAbortedError("stub is dead")
         text = " ".join(words)
-        choice: dict[str, Any] = {"index": 0, "finish_reason": finish, "logprobs": None}
+        asked = behaviour.logprobs and body.get("logprobs") not in (None, False)
+        pieces = [w if i == 0 else " " + w for i, w in enumerate(words)]
+        choice: dict[str, Any] = {"index": 0, "finish_reason": finish, "logprobs": _logprobs(pieces, chat) if asked else None}
         if chat:
             choice["message"] = {"role": "assistant", "content": text}
         else:
@@ -258,7 +263,7 @@ class _StubApp:
         )
 
     async def _stream(
-        self, ident, model, chat, words, finish, usage, with_usage, first_delay, token_delay
+        self, ident, model, chat, words, finish, usage, with_usage, first_delay, token_delay, asked
     ) -> AsyncIterator[bytes]:
         obj = "chat.completion.chunk" if chat else "text_completion"
         created = int(time.time())
@@ -275,6 +280,8 @@ class _StubApp:
                 raise ConnectionAbortedError("stub died mid-stream")
             piece = word if i == 0 else " " + word
             body = {"delta": {"content": piece}} if chat else {"text": piece}
+            if asked:
+                body["logprobs"] = _logprobs([piece], chat)
             yield chunk([{"index": 0, **body, "finish_reason": None}])
         last = {"delta": {}} if chat else {"text": ""}
         yield chunk([{"index": 0, **last, "finish_reason": finish}])
@@ -337,6 +344,14 @@ class _StubApp:
         self.dead = True
         if self.on_die is not None:
             self.on_die()
+
+
+def _logprobs(pieces: list[str], chat: bool) -> dict[str, Any]:
+    """Each piece's log-probability in the shape vLLM answers: chat `content`, legacy completions lists."""
+    if chat:
+        return {"content": [{"token": p, "logprob": _OWN, "bytes": list(p.encode()), "top_logprobs": []} for p in pieces]}
+    return {"tokens": pieces, "token_logprobs": [_OWN] * len(pieces), "top_logprobs": [None] * len(pieces),
+            "text_offset": [0] * len(pieces)}
 
 
 def _error(status: int, message: str, kind: str) -> JSONResponse:

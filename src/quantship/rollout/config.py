@@ -60,8 +60,12 @@ class Thresholds(_Strict):
     max_error_rate_increase: float = 0.05  # failed treatment requests, minus control's rate
     max_rejection_rate_increase: float = 0.05  # treatment 4xx answers, minus control's rate (same traffic, same 4xx)
     max_truncation_increase: float = 0.25  # finish_reason=length share, minus control's
+    # A rate signal (errors, 4xx, repetition, refusal, truncation) breaches only when its excess over
+    # the control is also unlikely to be luck: one-sided Fisher exact p below this (rollout/stats.py); 1: off
+    significance: float = Field(0.01, gt=0, le=1)
     max_latency_ratio: float | None = None  # off by default: slower is not worse quality
-    max_live_kl: float | None = 0.25  # nats/token: control cross-entropy of treatment answers minus of its own; null: off
+    # nats/token, twice the gate's max_kl_mean: a variant that passed the gate keeps a 2x margin (docs/rollout.md); null: off
+    max_live_kl: float | None = 0.1
 
 
 class Probe(_Strict):
@@ -81,9 +85,9 @@ class Breaker(_Strict):
 class LiveKL(_Strict):
     """The control model judging sampled answers off the request path (rollout/judge.py)."""
 
-    sample_rate: float = Field(0.05, ge=0.0, le=1.0, description="share of answers (both variants) sent to the judge")
+    sample_rate: float = Field(0.05, ge=0.0, le=1.0, description="share of treatment answers sent to the judge (of both variants when unpaired)")
     queue_size: int = Field(64, ge=1, description="samples waiting to be scored; more are dropped and counted")
-    min_samples: int = Field(10, ge=1, description="scored answers per variant in the window; fewer: insufficient")
+    min_samples: int = Field(10, ge=1, description="scores in the window (per variant when unpaired); fewer: insufficient")
     timeout_s: float = Field(30.0, gt=0, description="one scoring call to the control")
 
 

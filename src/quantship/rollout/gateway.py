@@ -35,7 +35,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from quantship.rollout import analysis
+from quantship.rollout import analysis, logprobs
 from quantship.rollout.assign import CONTROL, TREATMENT, assign
 from quantship.rollout.breaker import OPEN, CircuitBreaker
 from quantship.rollout.config import RolloutConfig
@@ -83,7 +83,8 @@ class Gateway:
         self.metrics = Metrics()
         self.breaker = CircuitBreaker(config.breaker.failures, config.breaker.reset_s)
         self.metrics.breaker_open.set_function(lambda: self.breaker.state == OPEN)
-        self.judge = Judge(config.live_kl, config.control.model, self.metrics, self.store, config.check_interval_s)
+        self.judge = Judge(config.live_kl, config.control.model, config.treatment.model, self.metrics, self.store,
+                           config.check_interval_s)
         self.controller = Controller(config, self.store, self.metrics, lambda: self.breaker.is_open, self.judge.min_samples)
         self.outbox = (
             WebhookOutbox(config.webhook_url, config.timeouts.webhook_s, config.webhook_retry_s, self.store)
@@ -143,7 +144,7 @@ class Gateway:
 
     async def _judge_loop(self) -> None:
         try:
-            await self.judge.run(self.clients[CONTROL])
+            await self.judge.run(self.clients[CONTROL], self.clients[TREATMENT])
         except Exception:  # never reached by design; a judge bug must not go unseen, nor take the gateway down
             log.exception("live KL scorer stopped")
 
@@ -265,12 +266,15 @@ class Gateway:
     async def _complete(self, request: Request, endpoint: str) -> Response:
         body = await self._read_body(request, endpoint)
         variant, keyed = self._route(request, body)
+        judged = self.judge.draw(variant)
+        # A judged treatment answer comes with its own log-probabilities, asked here and hidden again below.
+        sent = (logprobs.ask(body, endpoint) if judged and self.judge.paired else None) or body
         unkeyed = {} if keyed else {"unkeyed": 1}
         stream = bool(body.get("stream"))
         path = "/v1/chat/completions" if endpoint == "chat" else "/v1/completions"
         stage = self.controller.state.stage
         start = time.perf_counter()
-        upstream, variant, failover = await self._dispatch(variant, endpoint, path, body, stream, stage, start, unkeyed)
+        upstream, variant, failover = await self._dispatch(variant, endpoint, path, sent, stream, stage, start, unkeyed)
         if failover:
             self.metrics.failovers.labels(failover).inc()
         headers = {VARIANT_HEADER: variant, "x-quantship-experiment": self.config.experiment}
@@ -290,11 +294,14 @@ class Gateway:
             content = response.content
             reader.feed_body(content)
             await self._record(variant, endpoint, stage, reader, time.perf_counter() - start, None, extra)
-            if reader.error is None:
+            if judged and reader.error is None:
                 self.judge.offer(variant, endpoint, body, reader)
+            if sent is not body:
+                content = logprobs.strip_body(content)
             return Response(content, 200, headers=headers, media_type="application/json")
+        hide = logprobs.StreamStripper() if sent is not body else None
         return StreamingResponse(
-            self._relay(upstream, variant, endpoint, stage, start, extra, body),
+            self._relay(upstream, variant, endpoint, stage, start, extra, body if judged else None, hide),
             media_type="text/event-stream",
             headers={**headers, "cache-control": "no-cache", "x-accel-buffering": "no"},
         )
@@ -383,19 +390,27 @@ class Gateway:
 
     async def _relay(
         self, upstream: Upstream, variant: str, endpoint: str, stage: int, start: float, extra: dict[str, int],
-        body: dict[str, Any],
+        judged: dict[str, Any] | None, hide: logprobs.StreamStripper | None,
     ) -> AsyncIterator[bytes]:
-        """Forward each chunk as it arrives; observe a copy; record once the stream ends."""
+        """Forward each chunk as it arrives; observe a copy; record once the stream ends.
+
+        `judged` is the client's request when the judge sampled this answer; `hide` strips the
+        log-probabilities the gateway asked for.
+        """
         reader = upstream.reader
         ttft = time.perf_counter() - start if reader.content_events else None
         failed = False
         cancelled = False
         try:
-            yield upstream.first
+            if out := hide.feed(upstream.first) if hide else upstream.first:
+                yield out
             async for chunk in upstream.chunks:
                 if reader.feed(chunk) and ttft is None:
                     ttft = time.perf_counter() - start
-                yield chunk
+                if out := hide.feed(chunk) if hide else chunk:
+                    yield out
+            if hide and (out := hide.flush()):
+                yield out
         except httpx.HTTPError as error:
             failed = True
             message = ApiError(502, f"{variant} backend failed mid-stream: {error}", "server_error").body()
@@ -413,8 +428,8 @@ class Gateway:
                     await self.store.record({f"requests.{variant}": 1, "client_disconnects": 1, **extra}, None)
                 else:
                     await self._record(variant, endpoint, stage, None if failed else reader, latency, ttft, extra)
-                    if not failed and reader.error is None:
-                        self.judge.offer(variant, endpoint, body, reader)
+                    if judged is not None and not failed and reader.error is None:
+                        self.judge.offer(variant, endpoint, judged, reader)
 
     async def _record(
         self, variant: str, endpoint: str, stage: int, reader: CompletionReader | None,

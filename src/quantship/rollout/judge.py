@@ -1,12 +1,14 @@
 """The control model as the judge: how likely does it find a sampled share of answers?
 
 The heuristics of quality.py miss what quantization usually breaks: fluent, plausible,
-wrong text. The control (full-precision) model can tell: the mean negative log-likelihood
-per token it gives the treatment's answers, minus the one it gives its own answers in the
-same window, is E_q[-log p] - E_p[-log p] = KL(q || p) + H(q) - H(p): the live KL estimate
-(judged by monitor.check against `thresholds.max_live_kl`). It needs no log-probabilities
-from the treatment, so any server can be the treatment, and the client's request and the
-bytes it receives are untouched.
+wrong text. The control (full-precision) model can tell. For a sampled treatment answer the
+gateway also asks the treatment for its own token log-probabilities (rollout/logprobs.py,
+hidden from the client again); the mean of log q - log p over the answer's tokens is the
+paired estimate of KL(treatment || control): zero for identical models, whatever the
+prompts. A treatment that sends no log-probabilities falls back to the control's mean
+negative log-likelihood of treatment answers minus that of its own answers in the same
+window, E_q[-log p] - E_p[-log p] = KL(q || p) + H(q) - H(p), noisier because it compares
+different answers. monitor.check judges either against `thresholds.max_live_kl`.
 
 Scoring runs off the request path: the request only draws a random number and, for a
 sampled answer, puts it on a bounded queue (full: dropped and counted). One worker scores
@@ -31,6 +33,8 @@ from typing import Any
 
 import httpx
 
+from quantship.rollout import logprobs
+from quantship.rollout.assign import TREATMENT
 from quantship.rollout.config import LiveKL
 from quantship.rollout.metrics import Metrics
 from quantship.rollout.quality import Observation
@@ -55,12 +59,15 @@ class Sample:
     tools: Any
     answer: str
     ts: float
+    own_logprob: float | None = None  # the answering model's summed log-probability of the answer (paired)
 
 
 class Judge:
-    def __init__(self, config: LiveKL, model: str, metrics: Metrics, store: Store, retry_s: float):
+    def __init__(self, config: LiveKL, model: str, treatment_model: str, metrics: Metrics, store: Store, retry_s: float):
         self.config = config
         self.model = model
+        self.treatment_model = treatment_model
+        self.paired = False  # the treatment sends its own token log-probabilities (probed at start)
         self.metrics = metrics
         self.store = store
         self.retry_s = retry_s
@@ -68,35 +75,43 @@ class Judge:
         self.queue: asyncio.Queue[Sample] = asyncio.Queue(maxsize=config.queue_size)
         self.client: httpx.AsyncClient | None = None
         metrics.live_kl_enabled.set(0)
+        metrics.live_kl_paired.set(0)
 
     def min_samples(self) -> int | None:
         """What monitor.check needs: None while the live KL cannot be computed."""
         return self.config.min_samples if self.state == ENABLED else None
 
     # -- request path: constant time, never raises -------------------------------------
+    def draw(self, variant: str) -> bool:
+        """The sampling draw, before the request is sent: paired, only treatment answers need the judge."""
+        if self.state != ENABLED or (self.paired and variant != TREATMENT):
+            return False
+        return random.random() < self.config.sample_rate
+
     def offer(self, variant: str, endpoint: str, body: dict[str, Any], reader: CompletionReader) -> None:
-        """On the request path: a sampling draw, and only for a sampled answer its text and a queue put."""
-        if self.state != ENABLED or random.random() >= self.config.sample_rate:
-            return
+        """For a sampled answer (see draw): its text, own log-probability if sent, and a queue put."""
         answer = reader.text
-        if not answer:
+        if not answer or (self.paired and variant != TREATMENT):  # paired: a failover's control answer says nothing
             return
         prompt = body.get("messages") if endpoint == "chat" else body.get("prompt")
         if (body.get("n") or 1) != 1 or not (endpoint == "chat" or isinstance(prompt, str)):
             return  # several choices, or a pre-tokenised / batched prompt: nothing one score can say
+        own = reader.own_logprob if reader.own_logprob_tokens and variant == TREATMENT else None
         try:
-            self.queue.put_nowait(Sample(variant, endpoint, prompt, body.get("tools"), answer, time.time()))
+            self.queue.put_nowait(Sample(variant, endpoint, prompt, body.get("tools"), answer, time.time(), own))
         except asyncio.QueueFull:
             self.metrics.live_kl_samples.labels(variant, "dropped").inc()
 
     # -- background -------------------------------------------------------------------
-    async def run(self, client: httpx.AsyncClient) -> None:
-        """Find out once whether the control can score, then score the queue for good."""
+    async def run(self, client: httpx.AsyncClient, treatment: httpx.AsyncClient) -> None:
+        """Find out once whether the control can score (and the treatment pair), then score the queue for good."""
         self.client = client
         server_errors = 0
         while self.state == PENDING:
             try:
                 await self._probe()
+                self.paired = await self._treatment_sends_logprobs(treatment)
+                self.metrics.live_kl_paired.set(int(self.paired))
                 self.state = ENABLED
                 self.metrics.live_kl_enabled.set(1)
             except (CannotScore, httpx.HTTPStatusError, ValueError) as error:
@@ -117,8 +132,9 @@ class Judge:
                 log.debug("live KL: scoring one answer failed: %s", error)
                 continue
             if tokens:
+                own = None if sample.own_logprob is None else -sample.own_logprob
                 await self.store.record({}, Observation(sample.variant, sample.ts, ok=True, scored_tokens=tokens,
-                                                        scored_nll=nll))
+                                                        scored_nll=nll, scored_own_nll=own))
                 self.metrics.live_kl_samples.labels(sample.variant, "scored").inc()
 
     async def _probe(self) -> None:
@@ -126,6 +142,21 @@ class Judge:
         logprobs = await self._logprobs(ids)
         if len(ids) < 2 or len(logprobs) != len(ids) - 1:
             raise CannotScore(f"/v1/completions returned {len(logprobs)} prompt log-probabilities for {len(ids)} tokens")
+
+    async def _treatment_sends_logprobs(self, treatment: httpx.AsyncClient) -> bool:
+        """Ask the treatment for two tokens with log-probabilities; any failure means the unpaired estimate."""
+        body = logprobs.ask({"model": self.treatment_model, "prompt": _PROBE_TEXT, "max_tokens": 2, "temperature": 0},
+                            "completions")
+        try:
+            response = await treatment.post("/v1/completions", json=body, timeout=self.config.timeout_s)
+            choices = response.json().get("choices") if response.status_code == 200 else None
+            paired = bool(choices) and logprobs.of_choice(choices[0])[1] > 0
+        except (httpx.HTTPError, ValueError, AttributeError, TypeError):
+            paired = False
+        if not paired:
+            log.warning("live KL without the treatment's log-probabilities: the cross-entropy gap of different answers "
+                        "(noisier) is judged instead")
+        return paired
 
     async def score(self, sample: Sample) -> tuple[float, int]:
         """The control's summed negative log-likelihood of the answer's tokens, and their number."""

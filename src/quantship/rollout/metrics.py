@@ -12,7 +12,7 @@ from quantship.rollout.monitor import SIGNALS, CheckResult
 _LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
 _QUALITY = (
     "error_rate", "rejection_rate", "repetition_rate", "refusal_rate", "truncation_rate", "mean_tokens", "coherence", "samples",
-    "scored", "control_nll",
+    "scored", "control_nll", "paired", "paired_kl",
 )
 
 
@@ -49,6 +49,10 @@ class Metrics:
             registry=r,
         )
         self.live_kl_enabled = Gauge("quantship_rollout_live_kl_enabled", "1 when the control can score answers.", registry=r)
+        self.live_kl_paired = Gauge(
+            "quantship_rollout_live_kl_paired",
+            "1 when the treatment sends its own token log-probabilities (paired estimate), 0: cross-entropy gap.", registry=r,
+        )
         self.live_kl_samples = Counter(
             "quantship_rollout_live_kl_samples", "Sampled answers for the live KL by variant and result (scored, dropped, failed).",
             ["variant", "result"], registry=r,

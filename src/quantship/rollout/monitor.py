@@ -15,11 +15,13 @@ from statistics import fmean
 from quantship.rollout.assign import CONTROL, TREATMENT
 from quantship.rollout.config import Thresholds
 from quantship.rollout.quality import Observation
+from quantship.rollout.stats import excess_p_value
 
 PASS = "pass"
 BREACH = "breach"
 INSUFFICIENT = "insufficient"
 DISABLED = "disabled"  # the live KL when the control cannot score (judge.py)
+PAIRED, CROSS_ENTROPY = "paired", "cross-entropy"  # how the live KL was estimated (judge.py)
 SIGNALS = (
     "circuit", "probe", "errors", "rejections", "repetition", "refusal", "length", "coherence", "truncation", "latency",
     "live_kl",
@@ -42,6 +44,8 @@ class WindowStats:
     latency_p50_s: float | None = None
     scored: int = 0  # answers the control judged (live KL)
     control_nll: float | None = None  # the control's mean negative log-likelihood per token of those answers
+    paired: int = 0  # judged answers that came with the answering model's own log-probabilities
+    paired_kl: float | None = None  # mean log q - log p per token over those: the paired KL estimate
 
 
 @dataclass(frozen=True)
@@ -50,6 +54,7 @@ class LiveKLResult:
 
     status: str = DISABLED
     value: float | None = None  # nats/token, treatment minus control
+    method: str | None = None  # PAIRED (treatment's own log-probabilities) or CROSS_ENTROPY (judge.py)
 
 
 @dataclass(frozen=True)
@@ -94,8 +99,12 @@ def summarise(observations: Iterable[Observation]) -> WindowStats:
     scores = [o for o in everything if o.scored_tokens]
     judged = sum(o.scored_tokens for o in scores)
     control_nll = sum(o.scored_nll for o in scores) / judged if judged else None
+    paired = [o for o in scores if o.scored_own_nll is not None]
+    paired_tokens = sum(o.scored_tokens for o in paired)
+    paired_kl = sum(o.scored_nll - o.scored_own_nll for o in paired) / paired_tokens if paired_tokens else None
+    judge = {"scored": len(scores), "control_nll": control_nll, "paired": len(paired), "paired_kl": paired_kl}
     if not obs:
-        return WindowStats(scored=len(scores), control_nll=control_nll)
+        return WindowStats(**judge)
     good = [o for o in obs if o.ok]
     rejections = sum(1 for o in obs if o.rejected)
     errors = len(obs) - len(good) - rejections
@@ -116,8 +125,7 @@ def summarise(observations: Iterable[Observation]) -> WindowStats:
         coherence=fmean(o.coherence for o in good) if good else 0.0,
         ttft_p50_s=_median([o.ttft_s for o in good if o.ttft_s is not None]),
         latency_p50_s=_median([o.latency_s for o in good if o.latency_s is not None]),
-        scored=len(scores),
-        control_nll=control_nll,
+        **judge,
     )
 
 
@@ -146,42 +154,74 @@ def check(
         found += _quality_breaches(control, treatment, thresholds)
     kl = _live_kl(control, treatment, thresholds.max_live_kl, live_kl_min_samples)
     if kl.status == BREACH:
-        found.append(("live_kl", (
-            f"live KL {kl.value:.3f} nats/token > {thresholds.max_live_kl}: control cross-entropy of treatment answers "
-            f"{treatment.control_nll:.3f} vs of its own {control.control_nll:.3f} ({treatment.scored} vs {control.scored} judged)"
-        )))
+        found.append(("live_kl", _live_kl_reason(kl, thresholds.max_live_kl, control, treatment)))
     if found:
         return CheckResult(BREACH, [r for _, r in found], [s for s, _ in found], control, treatment, kl)
     return CheckResult(PASS if enough else INSUFFICIENT, [], [], control, treatment, kl)
 
 
 def _live_kl(c: WindowStats, t: WindowStats, limit: float | None, min_samples: int | None) -> LiveKLResult:
-    """Cross-entropy gap as the KL estimate: judged alone it never passes or breaches on too few scores."""
+    """Paired when enough treatment answers carried their own log-probabilities, else the cross-entropy gap.
+
+    Judged alone it never passes or breaches on too few scores.
+    """
     if min_samples is None or limit is None:
         return LiveKLResult(DISABLED)
-    if c.scored < min_samples or t.scored < min_samples:
+    if t.paired >= min_samples:
+        value, method = t.paired_kl, PAIRED
+    elif c.scored >= min_samples and t.scored >= min_samples:
+        value, method = t.control_nll - c.control_nll, CROSS_ENTROPY
+    else:
         return LiveKLResult(INSUFFICIENT)
-    value = t.control_nll - c.control_nll
-    return LiveKLResult(BREACH if value > limit else PASS, value)
+    return LiveKLResult(BREACH if value > limit else PASS, value, method)
+
+
+def _live_kl_reason(kl: LiveKLResult, limit: float, c: WindowStats, t: WindowStats) -> str:
+    head = f"live KL {kl.value:.3f} nats/token > {limit}: "
+    if kl.method == PAIRED:
+        return head + f"mean log q - log p of {t.paired} treatment answers (its own log-probabilities vs the control's)"
+    return head + (f"control cross-entropy of treatment answers {t.control_nll:.3f} vs of its own {c.control_nll:.3f} "
+                   f"({t.scored} vs {c.scored} judged)")
+
+
+def _answered(w: WindowStats) -> int:
+    return w.samples - w.errors - w.rejections
+
+
+def _more_often(t_rate: float, t_n: int, c_rate: float, c_n: int, alpha: float) -> bool:
+    """The treatment's rate is above the control's beyond a small window's luck (stats.py)."""
+    return excess_p_value(round(t_rate * t_n), t_n, round(c_rate * c_n), c_n) < alpha
 
 
 def _quality_breaches(c: WindowStats, t: WindowStats, th: Thresholds) -> list[tuple[str, str]]:
+    """Each rate signal needs its margin and significance (th.significance); means need their margin."""
     reasons = []
-    if t.error_rate - c.error_rate > th.max_error_rate_increase:
+    alpha = th.significance
+
+    def per_request(t_rate: float, c_rate: float) -> bool:
+        return _more_often(t_rate, t.samples, c_rate, c.samples, alpha)
+
+    def per_answer(t_rate: float, c_rate: float) -> bool:
+        return _more_often(t_rate, _answered(t), c_rate, _answered(c), alpha)
+
+    if t.error_rate - c.error_rate > th.max_error_rate_increase and per_request(t.error_rate, c.error_rate):
         reasons.append(("errors", f"error rate {t.error_rate:.1%} vs control {c.error_rate:.1%}"))
-    if t.rejection_rate - c.rejection_rate > th.max_rejection_rate_increase:
+    if (t.rejection_rate - c.rejection_rate > th.max_rejection_rate_increase
+            and per_request(t.rejection_rate, c.rejection_rate)):
         reasons.append(("rejections", f"4xx rate {t.rejection_rate:.1%} vs control {c.rejection_rate:.1%}"))
-    if t.samples - t.errors - t.rejections == 0:
+    if _answered(t) == 0:
         return reasons  # nothing answered: no quality to judge
-    if t.repetition_rate > th.max_repetition_rate and t.repetition_rate - c.repetition_rate > th.repetition_margin:
+    if (t.repetition_rate > th.max_repetition_rate and t.repetition_rate - c.repetition_rate > th.repetition_margin
+            and per_answer(t.repetition_rate, c.repetition_rate)):
         reasons.append(("repetition", f"repetition rate {t.repetition_rate:.1%} > {th.max_repetition_rate:.0%} (control {c.repetition_rate:.1%})"))
-    if t.refusal_rate - c.refusal_rate > th.max_refusal_increase:
+    if t.refusal_rate - c.refusal_rate > th.max_refusal_increase and per_answer(t.refusal_rate, c.refusal_rate):
         reasons.append(("refusal", f"refusal rate {t.refusal_rate:.1%} vs control {c.refusal_rate:.1%}"))
     if c.mean_tokens > 0 and t.mean_tokens / c.mean_tokens < th.min_length_ratio:
         reasons.append(("length", f"length ratio {t.mean_tokens / c.mean_tokens:.2f} < {th.min_length_ratio:.2f}"))
     if c.coherence - t.coherence > th.max_coherence_drop:
         reasons.append(("coherence", f"coherence {t.coherence:.2f} vs control {c.coherence:.2f}"))
-    if t.truncation_rate - c.truncation_rate > th.max_truncation_increase:
+    if (t.truncation_rate - c.truncation_rate > th.max_truncation_increase
+            and per_answer(t.truncation_rate, c.truncation_rate)):
         reasons.append(("truncation", f"finish_reason=length {t.truncation_rate:.1%} vs control {c.truncation_rate:.1%}"))
     if th.max_latency_ratio and c.latency_p50_s and t.latency_p50_s:
         if t.latency_p50_s / c.latency_p50_s > th.max_latency_ratio:

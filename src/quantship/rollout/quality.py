@@ -34,9 +34,11 @@ class Observation:
     ttft_s: float | None = None
     latency_s: float | None = None
     # A judge score instead of an answer (rollout/judge.py): the control's summed negative
-    # log-likelihood of `scored_tokens` answer tokens. Scores are not answers and never count as samples.
+    # log-likelihood of `scored_tokens` answer tokens, and the answering model's own (-log q of the
+    # same answer) when it sent its log-probabilities. Scores are not answers and never count as samples.
     scored_tokens: int = 0
     scored_nll: float = 0.0
+    scored_own_nll: float | None = None
 
 
 def is_looping(text: str, n: int = LOOP_NGRAM) -> bool:

@@ -9,6 +9,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from quantship.rollout import logprobs
+
 
 def _choice_text(choice: dict[str, Any]) -> str:
     if "delta" in choice:
@@ -28,6 +30,8 @@ class CompletionReader:
         self.prompt_tokens: int | None = None
         self.content_events = 0
         self.error: str | None = None
+        self.own_logprob = 0.0  # summed log-probability of the answer's tokens, when the backend sent them
+        self.own_logprob_tokens = 0
         self._buffer = b""
 
     @property
@@ -68,6 +72,10 @@ class CompletionReader:
             if piece:
                 self.text_parts.append(piece)
                 self.content_events += 1
+            if choice.get("logprobs"):
+                total, count = logprobs.of_choice(choice)
+                self.own_logprob += total
+                self.own_logprob_tokens += count
             if choice.get("finish_reason"):
                 self.finish_reason = choice["finish_reason"]
         usage = event.get("usage")
