@@ -3,8 +3,9 @@
 Starts one OpenAI stub backend (its own process, able to score as a vLLM control does)
 and two `quantship rollout serve` gateways (their own processes) whose control and
 treatment both point at that backend: `gateway` with the live KL off, `gateway-judged`
-judging every treatment answer (`live_kl.sample_rate: 1`, the worst case: each one asks
-for log-probabilities, strips them from the client's bytes and queues a score). Sends the
+judging every treatment answer (`live_kl.sample_rate: 1`, half the traffic at the 50%
+stage, twenty times the default share: each one asks for log-probabilities, strips them
+from the client's bytes and queues a score). Sends the
 same streaming chat requests directly and through each at 1, 16 and 64 concurrent streams,
 in one run: every path warmed first, then in mirrored turns (direct, gateway, judged,
 judged, gateway, direct) so that drift cancels. Prints a table and writes JSON (default
@@ -142,9 +143,9 @@ def main() -> None:
                     turn = asyncio.run(_measure(targets[name], concurrency, per_turn, args.tokens))
                     for kind, values in turn.items():
                         samples[name][kind] += values
-                    if name in gateways:  # the judge's scoring after the turn is the judged gateway's cost too
-                        after = cpu[name].cpu_times()
-                        spent[name] += after.user + after.system - before[name].user - before[name].system
+                    for g, process in cpu.items():  # every turn: scores queued in one turn may run in the next
+                        after = process.cpu_times()
+                        spent[g] += after.user + after.system - before[g].user - before[g].system
                 for name in targets:
                     row[name] = _summary(samples[name])
                 for name in gateways:

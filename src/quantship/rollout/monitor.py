@@ -139,7 +139,8 @@ def check(
 ) -> CheckResult:
     """One periodic check of the window: pass, breach (with reasons) or insufficient.
 
-    `live_kl_min_samples` None means the control cannot judge answers (live KL disabled).
+    `live_kl_min_samples` None means the control cannot judge answers (live KL disabled);
+    otherwise too few scores make the whole check insufficient, never a pass.
     """
     obs = list(observations)
     control = summarise(o for o in obs if o.variant == CONTROL)
@@ -157,7 +158,9 @@ def check(
         found.append(("live_kl", _live_kl_reason(kl, thresholds.max_live_kl, control, treatment)))
     if found:
         return CheckResult(BREACH, [r for _, r in found], [s for s, _ in found], control, treatment, kl)
-    return CheckResult(PASS if enough else INSUFFICIENT, [], [], control, treatment, kl)
+    # With the judge on, quality is unproven until it has enough scores: no pass, so no promotion.
+    judged = kl.status != INSUFFICIENT
+    return CheckResult(PASS if enough and judged else INSUFFICIENT, [], [], control, treatment, kl)
 
 
 def _live_kl(c: WindowStats, t: WindowStats, limit: float | None, min_samples: int | None) -> LiveKLResult:
