@@ -3,16 +3,16 @@
 Starts one OpenAI stub backend (its own process, able to score as a vLLM control does)
 and two `quantship rollout serve` gateways (their own processes) whose control and
 treatment both point at that backend: `gateway` with the live KL off, `gateway-judged`
-judging every treatment answer (`live_kl.sample_rate: 1`, half the traffic at the 50%
-stage, twenty times the default share: each one asks for log-probabilities, strips them
-from the client's bytes and queues a score). Sends the
+judging a share of treatment answers (`--judge-rate`, default the config's 5%; 1 judges
+every one, half the traffic at the 50% stage): each asks for log-probabilities, has them
+stripped from the client's bytes and queues a score the backend answers as a vLLM control. Sends the
 same streaming chat requests directly and through each at 1, 16 and 64 concurrent streams,
 in one run: every path warmed first, then in mirrored turns (direct, gateway, judged,
 judged, gateway, direct) so that drift cancels. Prints a table and writes JSON (default
 benchmarks/results/gateway.json), with each gateway's CPU time per request, which is
 steadier than wall time on a busy machine. No assertions: figures only.
 
-    python benchmarks/gateway.py [--requests-per-stream 20] [--tokens 16] [--token-delay-s 0.002]
+    python benchmarks/gateway.py [--requests-per-stream 20] [--tokens 16] [--token-delay-s 0.002] [--judge-rate 0.05]
 """
 
 from __future__ import annotations
@@ -35,6 +35,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from quantship.bench.provenance import provenance  # noqa: E402
+from quantship.rollout.config import LiveKL  # noqa: E402
 from quantship.rundir import atomic_write_json  # noqa: E402
 from tests.support.openai_stub import StubProcess, free_port  # noqa: E402
 
@@ -118,6 +119,7 @@ def main() -> None:
     parser.add_argument("--requests-per-stream", type=int, default=20)
     parser.add_argument("--tokens", type=int, default=16)
     parser.add_argument("--token-delay-s", type=float, default=0.002)
+    parser.add_argument("--judge-rate", type=float, default=LiveKL().sample_rate, help="live_kl.sample_rate of gateway-judged")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "gateway.json")
     args = parser.parse_args()
 
@@ -125,7 +127,7 @@ def main() -> None:
     stub = StubProcess(tokens=args.tokens, token_delay_s=args.token_delay_s, scorer=True)
     with tempfile.TemporaryDirectory() as tmp, stub as backend:
         ports = {"gateway": free_port(), "gateway-judged": free_port()}
-        gateways = {name: _start_gateway(backend.url, port, Path(tmp) / name, 1.0 if name == "gateway-judged" else 0.0)
+        gateways = {name: _start_gateway(backend.url, port, Path(tmp) / name, args.judge_rate if name == "gateway-judged" else 0.0)
                     for name, port in ports.items()}
         cpu = {name: psutil.Process(g.pid) for name, g in gateways.items()}
         try:
