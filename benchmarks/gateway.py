@@ -37,6 +37,7 @@ sys.path.insert(0, str(ROOT))
 from quantship.bench.provenance import provenance  # noqa: E402
 from quantship.rollout.config import LiveKL  # noqa: E402
 from quantship.rundir import atomic_write_json  # noqa: E402
+from tests.rollout.helpers import start_gateway_process  # noqa: E402
 from tests.support.openai_stub import StubProcess, free_port  # noqa: E402
 
 
@@ -100,17 +101,7 @@ def _start_gateway(backend: str, port: int, workdir: Path, judge_rate: float) ->
     workdir.mkdir()
     path = workdir / "rollout.yaml"
     path.write_text(yaml.safe_dump(config))
-    cmd = [sys.executable, "-m", "quantship.cli", "rollout", "serve", "--config", str(path), "--port", str(port)]
-    process = subprocess.Popen(cmd, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
-                return process
-        except httpx.HTTPError:
-            time.sleep(0.1)
-        if time.monotonic() > deadline or process.poll() is not None:
-            raise RuntimeError("gateway did not start")
+    return start_gateway_process(path, port, workdir / "gateway.log")
 
 
 def main() -> None:

@@ -115,11 +115,13 @@ def test_passing_gguf_variant_of_a_run_directory_is_served_after_full_preflight(
     from quantship.serve.launch import ServeOptions
 
     run_dir = tmp_path / "run"
-    with RunDir(run_dir).stage("variants/q4", {"method": "gguf", "scheme": "Q4_1"}, {}) as stage:
+    runs = RunDir(run_dir)
+    with runs.stage("variants/q4", {"method": "gguf", "scheme": "Q4_1"}, {}) as stage:
         shutil.copyfile(demo_gguf, stage.path("model.gguf"))
         stage.extra["format"] = "gguf"
     (run_dir / "validation").mkdir()
-    (run_dir / "validation" / "q4.json").write_text(json.dumps({"passed": True}))
+    verdict = {"passed": True, "variant_fingerprint": runs.manifest("variants/q4")["fingerprint"]}  # as validate writes it
+    (run_dir / "validation" / "q4.json").write_text(json.dumps(verdict))
 
     with start_server(run_dir=run_dir, variant="q4", options=ServeOptions(port=0, parallel=1)) as server:
         record = json.loads(server.record_path.read_text())

@@ -23,7 +23,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 
 from quantship.rollout.errors import ApiError
-from quantship.rollout.monitor import BREACH, PASS, check
+from quantship.rollout.monitor import BREACH, PASS
 from quantship.rollout.state import ROLLED_BACK
 
 if TYPE_CHECKING:
@@ -38,9 +38,7 @@ async def analyse(gateway: Gateway, now: float | None = None) -> dict[str, Any]:
     cfg, controller = gateway.config, gateway.controller
     now = time.time() if now is None else now
     await controller.refresh()
-    window = await gateway.store.window(now - cfg.window_seconds)
-    result = check(window, cfg.thresholds, cfg.window_min_samples, gateway.breaker.is_open, controller.probes,
-                   gateway.judge.min_samples())
+    result = await controller.evaluate(now)
     state = controller.state
     if state.status == ROLLED_BACK:
         verdict, reasons = FAILED, ["the gateway rolled the treatment back", *state.reasons]
@@ -54,7 +52,7 @@ async def analyse(gateway: Gateway, now: float | None = None) -> dict[str, Any]:
         "samples": {"control": result.control.samples, "treatment": result.treatment.samples},
         "min_samples": cfg.window_min_samples,
         # the gateway's own promotion rule: treatment responses since the stage began
-        "stage_samples": (await gateway.store.counters()).get(f"stage.{state.stage}.treatment", 0),
+        "stage_samples": await controller.stage_samples(),
         "min_stage_samples": cfg.min_samples,
         "window_seconds": cfg.window_seconds,
         "signals": {"control": asdict(result.control), "treatment": asdict(result.treatment)},

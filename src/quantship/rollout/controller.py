@@ -108,11 +108,8 @@ class Controller:
         self.leader = await self.store.acquire_lease(self.owner, self.config.lease_s)
         if not self.leader:
             return None
-        cfg = self.config
-        await self.store.prune(now - cfg.window_seconds)
-        window = await self.store.window(now - cfg.window_seconds)
-        result = check(window, cfg.thresholds, cfg.window_min_samples, self.circuit_open(), self.probes,
-                       self.live_kl_min_samples())
+        await self.store.prune(now - self.config.window_seconds)
+        result = await self.evaluate(now)
         self.metrics.observe_check(result)
         self.last_check = result
         if self.state.status == ROLLED_BACK:
@@ -122,6 +119,17 @@ class Controller:
         elif result.status == PASS:
             await self._passed(now)
         return result
+
+    async def evaluate(self, now: float) -> CheckResult:
+        """The monitor's check of the window ending now: what a tick decides on and /rollout/analysis shows."""
+        cfg = self.config
+        window = await self.store.window(now - cfg.window_seconds)
+        return check(window, cfg.thresholds, cfg.window_min_samples, self.circuit_open(), self.probes,
+                     self.live_kl_min_samples())
+
+    async def stage_samples(self) -> int:
+        """Treatment responses since the current stage began (the promotion rule's count)."""
+        return (await self.store.counters()).get(f"stage.{self.state.stage}.treatment", 0)
 
     async def _breached(self, result: CheckResult, now: float) -> None:
         def count(state: RolloutState) -> RolloutState | None:
@@ -144,7 +152,7 @@ class Controller:
             return
         if state.stage >= len(cfg.stages) - 1 or now - state.clean_since < cfg.min_stage_seconds:
             return
-        samples = (await self.store.counters()).get(f"stage.{state.stage}.treatment", 0)
+        samples = await self.stage_samples()
         if samples >= cfg.min_samples:
             await self.promote("monitor", f"{samples} treatment samples, every check passing for {now - state.clean_since:.0f}s")
 
