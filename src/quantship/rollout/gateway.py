@@ -266,7 +266,7 @@ class Gateway:
     async def _complete(self, request: Request, endpoint: str) -> Response:
         body = await self._read_body(request, endpoint)
         variant, keyed = self._route(request, body)
-        judged = self.judge.draw(variant)
+        judged = self.judge.draw(variant, endpoint, body)
         # A judged treatment answer comes with its own log-probabilities, asked here and hidden again below.
         sent = (logprobs.ask(body, endpoint) if judged and self.judge.paired else None) or body
         unkeyed = {} if keyed else {"unkeyed": 1}
@@ -297,7 +297,7 @@ class Gateway:
             if judged and reader.error is None:
                 self.judge.offer(variant, endpoint, body, reader)
             if sent is not body:
-                content = logprobs.strip_body(content)
+                content = logprobs.strip(content)
             return Response(content, 200, headers=headers, media_type="application/json")
         hide = logprobs.StreamStripper() if sent is not body else None
         return StreamingResponse(

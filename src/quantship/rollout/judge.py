@@ -82,10 +82,13 @@ class Judge:
         return self.config.min_samples if self.state == ENABLED else None
 
     # -- request path: constant time, never raises -------------------------------------
-    def draw(self, variant: str) -> bool:
+    def draw(self, variant: str, endpoint: str, body: dict[str, Any]) -> bool:
         """The sampling draw, before the request is sent: paired, only treatment answers need the judge."""
         if self.state != ENABLED or (self.paired and variant != TREATMENT):
             return False
+        prompt = body.get("messages") if endpoint == "chat" else body.get("prompt")
+        if (body.get("n") or 1) != 1 or not (endpoint == "chat" or isinstance(prompt, str)):
+            return False  # several choices, or a pre-tokenised / batched prompt: nothing one score can say
         return random.random() < self.config.sample_rate
 
     def offer(self, variant: str, endpoint: str, body: dict[str, Any], reader: CompletionReader) -> None:
@@ -94,8 +97,6 @@ class Judge:
         if not answer or (self.paired and variant != TREATMENT):  # paired: a failover's control answer says nothing
             return
         prompt = body.get("messages") if endpoint == "chat" else body.get("prompt")
-        if (body.get("n") or 1) != 1 or not (endpoint == "chat" or isinstance(prompt, str)):
-            return  # several choices, or a pre-tokenised / batched prompt: nothing one score can say
         own = reader.own_logprob if reader.own_logprob_tokens and variant == TREATMENT else None
         try:
             self.queue.put_nowait(Sample(variant, endpoint, prompt, body.get("tools"), answer, time.time(), own))

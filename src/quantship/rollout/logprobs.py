@@ -39,7 +39,8 @@ def of_choice(choice: dict[str, Any]) -> tuple[float, int]:
     return sum(values), len(values)
 
 
-def _strip_event(data: bytes) -> bytes:
+def strip(data: bytes) -> bytes:
+    """A JSON answer (or one SSE event's data) with every choice's `logprobs` set to null."""
     try:
         event = json.loads(data)
     except ValueError:
@@ -50,11 +51,6 @@ def _strip_event(data: bytes) -> bytes:
         if isinstance(choice, dict) and "logprobs" in choice:
             choice["logprobs"] = None
     return json.dumps(event, ensure_ascii=False, separators=(",", ":")).encode()
-
-
-def strip_body(content: bytes) -> bytes:
-    """A whole JSON answer without the log-probabilities the gateway asked for."""
-    return _strip_event(content)
 
 
 class StreamStripper:
@@ -76,4 +72,4 @@ class StreamStripper:
         if not line.startswith(b"data:") or b'"logprobs"' not in line:
             return line
         data = line[5:].strip()
-        return b"data: " + _strip_event(data) if data != b"[DONE]" else line
+        return b"data: " + strip(data) if data != b"[DONE]" else line
