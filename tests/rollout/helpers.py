@@ -16,7 +16,7 @@ import httpx
 import uvicorn
 
 from quantship.rollout.config import RolloutConfig
-from quantship.rollout.gateway import Gateway
+from quantship.rollout.gateway import SERVER, Gateway
 from tests.support.openai_stub import free_port
 
 TOKEN = "test-admin-token"
@@ -41,6 +41,7 @@ def make_config(tmp_path: Path, control: str, treatment: str, **overrides: Any) 
         "window_seconds": 30,
         "window_min_samples": 10,
         "check_interval_s": 0.1,
+        "flush_interval_s": 0.1,
         "breach_checks": 3,
         "store": f"sqlite:///{tmp_path / 'rollout.db'}",
         "port": 0,
@@ -59,7 +60,7 @@ class GatewayServer:
         self.port = free_port()
         self._server = uvicorn.Server(
             uvicorn.Config(self.gateway.app, host="127.0.0.1", port=self.port, log_level="critical", timeout_graceful_shutdown=1,
-                           timeout_keep_alive=int(config.timeouts.client_keep_alive_s))
+                           timeout_keep_alive=int(config.timeouts.client_keep_alive_s), **SERVER)
         )
         self._thread = threading.Thread(target=self._server.run, daemon=True)
 

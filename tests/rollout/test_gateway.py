@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import threading
 
 import httpx
 
+from quantship.rollout import gateway as gateway_module
 from quantship.rollout.assign import assign
 from tests.rollout.helpers import TOKEN, GatewayServer, chat, make_config
 
@@ -195,3 +197,26 @@ def test_client_leaving_mid_stream_is_counted_not_judged(tmp_path, control, trea
         status = gw.wait_for(lambda s: s["counters"].get("client_disconnects") == 1)
         assert not [k for k in status["counters"] if k.startswith("errors.")]
         assert chat(gw.url, "next-user").status_code == 200
+
+
+def test_a_slow_quality_observer_does_not_delay_the_clients_last_byte(tmp_path, control, treatment, monkeypatch):
+    # The observer (n-gram loops, refusals, lengths) blocks the gateway's event loop until the
+    # client has read its whole answer: if the last byte waited for it, the client would time out.
+    released = threading.Event()
+    real = gateway_module.observe
+
+    def slow_observe(*args, **kwargs):
+        assert released.wait(timeout=30), "the client never got its answer while the observer ran"
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(gateway_module, "observe", slow_observe)
+    with GatewayServer(make_config(tmp_path, control.url, treatment.url, auto_promote=False)) as gw:
+        for stream in (True, False):
+            released.clear()
+            body = {"model": "smol", "messages": [{"role": "user", "content": "hi"}], "user": "u1", "stream": stream}
+            with httpx.stream("POST", f"{gw.url}/v1/chat/completions", json=body, timeout=5) as response:
+                answer = b"".join(response.iter_raw())  # to the last byte: [DONE] or the end of the JSON body
+            assert answer.endswith(b"data: [DONE]\n\n") if stream else json.loads(answer)["choices"]
+            released.set()
+        answered = gw.wait_for(lambda s: sum(v for k, v in s["counters"].items() if k.startswith("requests.")) == 2)
+        assert sum(v for k, v in answered["counters"].items() if k.startswith("tokens.")) > 0  # observed after, not skipped

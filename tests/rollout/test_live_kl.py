@@ -17,11 +17,12 @@ import time
 import httpx
 
 from quantship.rollout.assign import CONTROL, TREATMENT
-from quantship.rollout.config import LiveKL, Thresholds
+from quantship.rollout.config import Backend, LiveKL, Thresholds, Timeouts
 from quantship.rollout.judge import Judge, Sample
 from quantship.rollout.metrics import Metrics
 from quantship.rollout.monitor import BREACH, CROSS_ENTROPY, DISABLED, INSUFFICIENT, PAIRED, PASS, check
 from quantship.rollout.quality import Observation
+from quantship.rollout.upstream import BackendClient
 from tests.rollout.helpers import GatewayServer, chat, make_config
 from tests.support.openai_stub import _OWN, _UNLIKELY
 
@@ -79,11 +80,14 @@ def test_score_covers_exactly_the_answer_tokens(control):
     messages = [{"role": "user", "content": "Tell me about the mill."}]
 
     async def score() -> list[tuple[float, int]]:
-        async with httpx.AsyncClient(base_url=control.url) as client:
-            judge.client = client
+        judge.client = BackendClient(Backend(url=control.url, model="control-served"), Timeouts())
+        await judge.client.open()
+        try:
             chat_answer = await judge.score(Sample(TREATMENT, "chat", messages, None, "The river bends nowhere", 0.0))
             text_answer = await judge.score(Sample(CONTROL, "completions", "Once", None, " The river", 0.0))
-            return [chat_answer, text_answer]
+        finally:
+            await judge.client.close()
+        return [chat_answer, text_answer]
 
     (chat_nll, chat_tokens), (text_nll, text_tokens) = asyncio.run(score())
     assert (chat_tokens, text_tokens) == (4, 2)

@@ -33,7 +33,7 @@ def register(app: typer.Typer) -> None:
         import uvicorn
 
         from quantship.rollout.config import load_config
-        from quantship.rollout.gateway import build_app
+        from quantship.rollout.gateway import SERVER, build_app
 
         cfg = load_config(config)
         if host:
@@ -45,6 +45,7 @@ def register(app: typer.Typer) -> None:
         typer.echo(f"rollout gateway for experiment {cfg.experiment!r} on http://{cfg.host}:{cfg.port}", err=True)
         uvicorn.run(
             build_app(cfg), host=cfg.host, port=cfg.port, log_level="warning", timeout_graceful_shutdown=5,
+            **SERVER,
             timeout_keep_alive=int(cfg.timeouts.client_keep_alive_s),
         )
 

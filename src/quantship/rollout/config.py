@@ -122,6 +122,9 @@ class RolloutConfig(_Strict):
     window_seconds: float = Field(120.0, gt=0)
     window_min_samples: int = Field(30, ge=1, description="per variant, for a check to count")
     check_interval_s: float = Field(10.0, gt=0)
+    flush_interval_s: float = Field(
+        1.0, gt=0, description="request counters and observations reach the store this often (a crash loses at most this much)"
+    )
     breach_checks: int = Field(3, ge=1, description="consecutive breached checks before rollback")
     thresholds: Thresholds = Field(default_factory=Thresholds)
     refusal_patterns: list[str] = Field(default_factory=lambda: list(DEFAULT_REFUSALS))

@@ -2,11 +2,13 @@
 
 Clients point at the gateway instead of the servers. Each request is assigned by
 consistent hashing of its user key, forwarded with the backend's served model
-name, streamed back byte for byte, and then observed by the quality monitor.
-A failing treatment is answered by the control for that request and, after
-repeated failures, taken out of traffic by the circuit breaker. A client's bad
-input is refused before routing (validate.py), so it never counts against a
-variant, and no client header (credentials, cookies) ever reaches a backend.
+name, streamed back chunk by chunk as it arrives, and then observed by the quality
+monitor: only after the client's last byte went out, and into an in-memory buffer
+that reaches the store once per flush interval (buffered.py). A failing treatment
+is answered by the control for that request and, after repeated failures, taken out
+of traffic by the circuit breaker. A client's bad input is refused before routing
+(validate.py), so it never counts against a variant, and no client header
+(credentials, cookies) ever reaches a backend.
 """
 
 from __future__ import annotations
@@ -16,31 +18,30 @@ import contextlib
 import hmac
 import json
 import logging
-import os
 import random
 import re
 import time
 from collections.abc import AsyncIterator
 from dataclasses import asdict, dataclass
-from http.cookiejar import CookieJar, DefaultCookiePolicy
 from typing import Any
 
-import anyio
-import httpx
+import aiohttp
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
-from starlette.requests import ClientDisconnect, Request
-from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from quantship.rollout import analysis, logprobs
+from quantship.rollout.asgi import JSON_TYPE, SSE_TYPE, Receive, Reply, Send, header, read_body
 from quantship.rollout.assign import CONTROL, TREATMENT, assign
 from quantship.rollout.breaker import OPEN, CircuitBreaker
+from quantship.rollout.buffered import BufferedStore
 from quantship.rollout.config import RolloutConfig
 from quantship.rollout.controller import Conflict, Controller
-from quantship.rollout.errors import ApiError, CrashGuard, CrashLog
+from quantship.rollout.errors import INTERNAL, ApiError, CrashGuard, CrashLog
 from quantship.rollout.judge import Judge
 from quantship.rollout.metrics import Metrics
 from quantship.rollout.openapi import openapi
@@ -48,6 +49,7 @@ from quantship.rollout.probes import run_probes
 from quantship.rollout.quality import Observation, compile_refusals, observe
 from quantship.rollout.sse import CompletionReader
 from quantship.rollout.store import Store, open_store
+from quantship.rollout.upstream import TRANSPORT_ERRORS, BackendClient, Unreachable
 from quantship.rollout.validate import RequestError, check_request, parse
 from quantship.rollout.webhook import WebhookOutbox
 
@@ -55,6 +57,10 @@ log = logging.getLogger("quantship.rollout")
 VARIANT_HEADER = "x-quantship-variant"
 AUDIT_LIMIT_MAX = 10_000
 _AUDIT_LIMIT = re.compile(r"[0-9]{1,6}")  # ASCII digits only: str.isdigit() also takes "²", which int() refuses
+PROXIED = {"/v1/chat/completions": "chat", "/v1/completions": "completions"}  # served by Gateway._proxy, not Starlette
+SERVER = {"loop": "uvloop", "http": "httptools"}  # uvicorn's C event loop and HTTP parser (docs/rollout.md, "Performance")
+_PARSE_BATCH = 64  # stream chunks parsed at once: one json.loads per batch, bounded memory for long answers
+_STREAM_HEADERS = [(b"content-type", SSE_TYPE), (b"cache-control", b"no-cache"), (b"x-accel-buffering", b"no")]
 
 
 class BackendFailed(Exception):
@@ -63,23 +69,17 @@ class BackendFailed(Exception):
 
 @dataclass
 class Upstream:
-    """A backend response whose first body bytes already arrived (streamed) or whole body (not)."""
+    """A backend answer: its first body bytes (streamed, the rest still to read) or its whole body (not)."""
 
-    response: httpx.Response
+    response: aiohttp.ClientResponse
     first: bytes
-    chunks: AsyncIterator[bytes] | None
-    reader: CompletionReader  # already fed with `first`
-
-
-def _no_cookies() -> CookieJar:
-    """A jar that keeps nothing: a backend's Set-Cookie must never be replayed on another user's request."""
-    return CookieJar(policy=DefaultCookiePolicy(allowed_domains=[]))
+    reader: CompletionReader  # streamed: already fed with `first`
 
 
 class Gateway:
     def __init__(self, config: RolloutConfig, store: Store | None = None):
         self.config = config
-        self.store = store or open_store(config.store, config.experiment)
+        self.store = BufferedStore(store or open_store(config.store, config.experiment), config.flush_interval_s)
         self.metrics = Metrics()
         self.breaker = CircuitBreaker(config.breaker.failures, config.breaker.reset_s)
         self.metrics.breaker_open.set_function(lambda: self.breaker.state == OPEN)
@@ -92,29 +92,32 @@ class Gateway:
         )
         self.refusals = compile_refusals(config.refusal_patterns)
         self.backends = {CONTROL: config.control, TREATMENT: config.treatment}
-        self.clients: dict[str, httpx.AsyncClient] = {}
+        self.clients = {variant: BackendClient(backend, config.timeouts) for variant, backend in self.backends.items()}
+        self._user_header = config.user_header.lower().encode("latin-1")
         self.crash_log = CrashLog()
         self._tasks: list[asyncio.Task] = []
-        self.app = self._build_app()
+        self._starlette = self._build_app()
+
+    @property
+    def app(self) -> Gateway:
+        """The ASGI app to serve: the gateway itself."""
+        return self
+
+    async def __call__(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
+        """The completions routes go straight to the proxy; everything else (and lifespan) to Starlette."""
+        if scope["type"] == "http" and scope["path"] in PROXIED:
+            await self._proxy(scope, receive, send)
+        else:
+            await self._starlette(scope, receive, send)
 
     # -- lifecycle -------------------------------------------------------------------
     @contextlib.asynccontextmanager
     async def lifespan(self, app: Starlette) -> AsyncIterator[None]:
-        timeouts = self.config.timeouts
-        timeout = httpx.Timeout(connect=timeouts.connect_s, read=timeouts.read_s, write=timeouts.read_s, pool=timeouts.connect_s)
-        limits = httpx.Limits(max_connections=1024, max_keepalive_connections=256, keepalive_expiry=2.0)  # under servers' 5 s
-        for variant, backend in self.backends.items():
-            headers = {}
-            if backend.api_key_env:
-                key = os.environ.get(backend.api_key_env)
-                if key:
-                    headers["authorization"] = f"Bearer {key}"
-            transport = httpx.AsyncHTTPTransport(retries=1, limits=limits)  # retries connect errors only
-            self.clients[variant] = httpx.AsyncClient(
-                base_url=backend.url, timeout=timeout, headers=headers, transport=transport, cookies=_no_cookies(),
-            )
+        for client in self.clients.values():
+            await client.open()
         await self.controller.start()
-        self._tasks = [asyncio.create_task(self._check_loop(), name="rollout-checks")]
+        self._tasks = [asyncio.create_task(self._check_loop(), name="rollout-checks"),
+                       asyncio.create_task(self.store.run(), name="rollout-record-flush")]
         if self.config.live_kl.sample_rate > 0 and self.config.thresholds.max_live_kl is not None:
             self._tasks.append(asyncio.create_task(self._judge_loop(), name="rollout-live-kl"))
         if self.config.probes:
@@ -131,7 +134,7 @@ class Gateway:
                 with contextlib.suppress(Exception):
                     await self.outbox.deliver_due()
             for client in self.clients.values():
-                await client.aclose()
+                await client.close()
             await self.store.close()
 
     async def _check_loop(self) -> None:
@@ -182,8 +185,6 @@ class Gateway:
             return exc.response()
 
         routes = [
-            Route("/v1/chat/completions", self._chat, methods=["POST"]),
-            Route("/v1/completions", self._completions, methods=["POST"]),
             Route("/v1/models", self._models, methods=["GET"]),
             Route("/health", self._health, methods=["GET"]),
             Route("/metrics", self._metrics, methods=["GET"]),
@@ -218,29 +219,25 @@ class Gateway:
     async def _metrics(self, request: Request) -> Response:
         return Response(generate_latest(self.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
-    async def _chat(self, request: Request) -> Response:
-        return await self._complete(request, "chat")
-
-    async def _completions(self, request: Request) -> Response:
-        return await self._complete(request, "completions")
-
     # -- proxy -----------------------------------------------------------------------
-    async def _read_body(self, request: Request, endpoint: str) -> dict[str, Any]:
-        limit = self.config.max_request_bytes
-        declared = request.headers.get("content-length")
-        if declared and declared.isascii() and declared.isdigit() and int(declared) > limit:
-            raise ApiError(413, f"request body is larger than the gateway limit of {limit} bytes")
-        chunks, size = [], 0
+    async def _proxy(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
+        """One completions request; an error before the answer started becomes an OpenAI-shaped one (as CrashGuard)."""
+        reply = Reply(send)
         try:
-            async for chunk in request.stream():
-                size += len(chunk)
-                if size > limit:
-                    raise ApiError(413, f"request body is larger than the gateway limit of {limit} bytes")
-                chunks.append(chunk)
-        except ClientDisconnect as error:
-            raise ApiError(400, "client disconnected while sending the request") from error
+            if scope["method"] != "POST":
+                raise ApiError(405, "Method Not Allowed")
+            await self._complete(scope, receive, reply, PROXIED[scope["path"]])
+        except ApiError as error:
+            if not reply.started:
+                await reply.error(error, [(b"allow", b"POST")] if error.status == 405 else [])
+        except Exception:
+            self.crash_log.error("gateway error on %s %s", scope["method"], scope["path"])
+            if not reply.started:
+                await reply.error(INTERNAL)
+
+    def _parse(self, raw: bytes, endpoint: str) -> dict[str, Any]:
         try:
-            body = parse(b"".join(chunks))
+            body = parse(raw)
             check_request(body, endpoint, self.config.max_tokens_limit)
         except RequestError as error:
             raise ApiError(400, str(error), param=error.param) from error
@@ -250,61 +247,57 @@ class Gateway:
                            "model_not_found", "model")
         return body
 
-    def _route(self, request: Request, body: dict[str, Any]) -> tuple[str, bool]:
+    def _route(self, scope: dict[str, Any], body: dict[str, Any]) -> tuple[str, bool]:
         """The variant assigned to the request, and whether it carried a user key (else the fallback routes it)."""
         fraction = self.controller.fraction()
-        user = body.get("user") or request.headers.get(self.config.user_header)  # validated: a string or absent
+        user = body.get("user") or header(scope, self._user_header)  # validated: a string or absent
         if user:
             return assign(self.config.experiment, user, fraction), True
         self.metrics.unkeyed.inc()
-        if self.config.fallback == "client-ip" and request.client is not None:
-            return assign(self.config.experiment, f"ip:{request.client.host}", fraction), False
+        client = scope.get("client")
+        if self.config.fallback == "client-ip" and client:
+            return assign(self.config.experiment, f"ip:{client[0]}", fraction), False
         if self.config.fallback == "random":
             return (TREATMENT if random.random() < fraction else CONTROL), False
         return CONTROL, False
 
-    async def _complete(self, request: Request, endpoint: str) -> Response:
-        body = await self._read_body(request, endpoint)
-        variant, keyed = self._route(request, body)
+    async def _complete(self, scope: dict[str, Any], receive: Receive, reply: Reply, endpoint: str) -> None:
+        body = self._parse(await read_body(scope, receive, self.config.max_request_bytes), endpoint)
+        variant, keyed = self._route(scope, body)
         judged = self.judge.draw(variant, endpoint, body)
         # A judged treatment answer comes with its own log-probabilities, asked here and hidden again below.
         sent = (logprobs.ask(body, endpoint) if judged and self.judge.paired else None) or body
         unkeyed = {} if keyed else {"unkeyed": 1}
         stream = bool(body.get("stream"))
-        path = "/v1/chat/completions" if endpoint == "chat" else "/v1/completions"
         stage = self.controller.state.stage
         start = time.perf_counter()
-        upstream, variant, failover = await self._dispatch(variant, endpoint, path, sent, stream, stage, start, unkeyed)
+        upstream, variant, failover = await self._dispatch(variant, endpoint, scope["path"], sent, stream, stage, start,
+                                                           unkeyed)
         if failover:
             self.metrics.failovers.labels(failover).inc()
-        headers = {VARIANT_HEADER: variant, "x-quantship-experiment": self.config.experiment}
+        headers = [(VARIANT_HEADER.encode(), variant.encode()), (b"x-quantship-experiment", self.config.experiment.encode())]
         if failover:
-            headers["x-quantship-failover"] = failover
+            headers.append((b"x-quantship-failover", failover.encode()))
         extra = {**unkeyed, **({"failovers.circuit_open": 1} if failover == "circuit_open" else {})}
         response = upstream.response
-        if response.status_code >= 400:  # the backend refused the request: pass it on, judge the rate
-            content = await response.aread()
-            await response.aclose()
+        if response.status >= 400:  # the backend refused the request: pass it on, judge the rate
+            content_type = response.headers.get("content-type", "application/json").encode("latin-1")
+            await reply.whole(response.status, upstream.first, content_type, headers)
             rejected = Observation(variant=variant, ts=time.time(), ok=False, rejected=True, latency_s=time.perf_counter() - start)
-            await self.store.record({f"requests.{variant}": 1, f"client_errors.{variant}": 1, **extra}, rejected)
+            self.store.record({f"requests.{variant}": 1, f"client_errors.{variant}": 1, **extra}, rejected)
             self.metrics.requests.labels(variant, endpoint, "client_error").inc()
-            return Response(content, response.status_code, headers=headers, media_type=response.headers.get("content-type"))
-        if not stream:
-            reader = CompletionReader()
-            content = response.content
-            reader.feed_body(content)
-            await self._record(variant, endpoint, stage, reader, time.perf_counter() - start, None, extra)
+        elif not stream:
+            content = logprobs.strip(upstream.first) if sent is not body else upstream.first
+            await reply.whole(200, content, JSON_TYPE, headers)
+            reader = upstream.reader
+            reader.feed_body(upstream.first)
+            self._record(variant, endpoint, stage, reader, time.perf_counter() - start, None, extra)
             if judged and reader.error is None:
                 self.judge.offer(variant, endpoint, body, reader)
-            if sent is not body:
-                content = logprobs.strip(content)
-            return Response(content, 200, headers=headers, media_type="application/json")
-        hide = logprobs.StreamStripper() if sent is not body else None
-        return StreamingResponse(
-            self._relay(upstream, variant, endpoint, stage, start, extra, body if judged else None, hide),
-            media_type="text/event-stream",
-            headers={**headers, "cache-control": "no-cache", "x-accel-buffering": "no"},
-        )
+        else:
+            hide = logprobs.StreamStripper() if sent is not body else None
+            await self._relay(receive, reply, upstream, variant, endpoint, stage, start, extra, headers,
+                              body if judged else None, hide)
 
     async def _dispatch(
         self, variant: str, endpoint: str, path: str, body: dict[str, Any], stream: bool, stage: int, start: float,
@@ -323,7 +316,7 @@ class Gateway:
             if variant == TREATMENT:
                 try:
                     upstream = await self._send(TREATMENT, path, body, stream)
-                    if upstream.response.status_code < 400:
+                    if upstream.response.status < 400:
                         settle = self.breaker.success
                 except BackendFailed as error:
                     treatment_error, variant, failover = error, CONTROL, "treatment_failed"
@@ -333,105 +326,112 @@ class Gateway:
                     upstream = await self._send(CONTROL, path, body, stream)
                 except BackendFailed as error:
                     if treatment_error is None:
-                        await self._record(CONTROL, endpoint, stage, None, time.perf_counter() - start, None, unkeyed)
+                        self._record(CONTROL, endpoint, stage, None, time.perf_counter() - start, None, unkeyed)
                     else:
                         self.metrics.requests.labels(CONTROL, endpoint, "error").inc()
-                        await self._record_both_failed({"requests.control": 1, "errors.control": 1, **unkeyed})
+                        self._record_both_failed({"requests.control": 1, "errors.control": 1, **unkeyed})
                     raise ApiError(502, f"control backend failed: {error}", "server_error", "backend_unavailable") from error
-                if treatment_error is not None and upstream.response.status_code >= 400:
-                    await self._record_both_failed({})  # the control's 4xx is recorded with the answer below
+                if treatment_error is not None and upstream.response.status >= 400:
+                    self._record_both_failed({})  # the control's 4xx is recorded with the answer below
                 elif treatment_error is not None:  # the control could answer it: the treatment's failure
                     settle = self.breaker.failure
-                    await self._record(TREATMENT, endpoint, stage, None, time.perf_counter() - start, None,
-                                       {"failovers.treatment_failed": 1})
+                    self._record(TREATMENT, endpoint, stage, None, time.perf_counter() - start, None,
+                                 {"failovers.treatment_failed": 1})
         finally:
             if settle is not None:
                 settle()
         return upstream, variant, failover
 
-    async def _record_both_failed(self, control: dict[str, int]) -> None:
+    def _record_both_failed(self, control: dict[str, int]) -> None:
         """The treatment failed a request the control failed too: the request's fault, counted but judged against neither."""
         counters = {"requests.treatment": 1, "failovers.treatment_failed": 1, "failovers.both_failed": 1, **control}
-        await self.store.record(counters, None)
+        self.store.record(counters, None)
 
     async def _send(self, variant: str, path: str, body: dict[str, Any], stream: bool) -> Upstream:
-        """Send and wait for the first body bytes, so that every failure up to there can fail over."""
-        payload = {**body, "model": self.backends[variant].model}
-        client = self.clients[variant]
-        for attempt in (1, 2):
-            try:
-                request = client.build_request("POST", path, json=payload)
-                response = await client.send(request, stream=stream)  # non-streamed: the whole body is read here
-                break
-            except httpx.RemoteProtocolError as error:  # a keep-alive connection the server had just closed
-                if attempt == 2:
-                    raise BackendFailed(f"{type(error).__name__}: {error}") from error
-            except httpx.HTTPError as error:
-                raise BackendFailed(f"{type(error).__name__}: {error}") from error
-        if response.status_code >= 500 or (variant == TREATMENT and response.status_code == 429):  # 429: overloaded
-            await response.aclose()
-            raise BackendFailed(f"HTTP {response.status_code}")
-        if not stream or response.status_code >= 400:
-            return Upstream(response, b"", None, CompletionReader())
-        chunks = response.aiter_raw()
+        """Send and wait for the first body bytes (or the whole body), so that every failure up to there can fail over."""
+        payload = json.dumps({**body, "model": self.backends[variant].model}).encode()
+        try:
+            response = await self.clients[variant].send(path, payload)
+        except Unreachable as error:
+            raise BackendFailed(str(error)) from error
+        if response.status >= 500 or (variant == TREATMENT and response.status == 429):  # 429: overloaded
+            response.close()
+            raise BackendFailed(f"HTTP {response.status}")
         reader = CompletionReader()
-        prefix = []
-        try:  # hold only what precedes the first token (e.g. the role chunk), then commit to this backend
+        try:
+            if not stream or response.status >= 400:
+                return Upstream(response, await response.read(), reader)
+            prefix = []  # hold only what precedes the first token (e.g. the role chunk), then commit to this backend
             while not (reader.content_events or reader.finish_reason):
-                chunk = await anext(chunks, None)
-                if chunk is None:
+                chunk = await response.content.readany()
+                if not chunk:
                     break
                 prefix.append(chunk)
                 reader.feed(chunk)
-        except httpx.HTTPError as error:
-            await response.aclose()
+        except TRANSPORT_ERRORS as error:
+            response.close()
             raise BackendFailed(f"no first token: {type(error).__name__}: {error}") from error
-        return Upstream(response, b"".join(prefix), chunks, reader)
+        return Upstream(response, b"".join(prefix), reader)
 
     async def _relay(
-        self, upstream: Upstream, variant: str, endpoint: str, stage: int, start: float, extra: dict[str, int],
-        judged: dict[str, Any] | None, hide: logprobs.StreamStripper | None,
-    ) -> AsyncIterator[bytes]:
-        """Forward each chunk as it arrives; observe a copy; record once the stream ends.
+        self, receive: Receive, reply: Reply, upstream: Upstream, variant: str, endpoint: str, stage: int, start: float,
+        extra: dict[str, int], headers: list[tuple[bytes, bytes]], judged: dict[str, Any] | None,
+        hide: logprobs.StreamStripper | None,
+    ) -> None:
+        """Forward each chunk as it arrives and observe it after it went out; record once the client has it all.
 
         `judged` is the client's request when the judge sampled this answer; `hide` strips the
-        log-probabilities the gateway asked for.
+        log-probabilities the gateway asked for. A client that leaves is noticed at the next
+        chunk, and its backend connection closed, so the backend stops generating.
         """
         reader = upstream.reader
+        # _send held the stream until its first token: that is the time to first token (none: no text at all).
         ttft = time.perf_counter() - start if reader.content_events else None
-        failed = False
-        cancelled = False
+        response = upstream.response
+        left = asyncio.ensure_future(receive())  # done: the client went away (or the response completed)
+        unread: list[bytes] = []  # parsed in batches, after they went out
+        outcome = "ok"
         try:
+            await reply.start(200, [*headers, *_STREAM_HEADERS])
             if out := hide.feed(upstream.first) if hide else upstream.first:
-                yield out
-            async for chunk in upstream.chunks:
-                if reader.feed(chunk) and ttft is None:
-                    ttft = time.perf_counter() - start
+                await reply.chunk(out)
+            while chunk := await response.content.readany():
                 if out := hide.feed(chunk) if hide else chunk:
-                    yield out
-            if hide and (out := hide.flush()):
-                yield out
-        except httpx.HTTPError as error:
-            failed = True
-            message = ApiError(502, f"{variant} backend failed mid-stream: {error}", "server_error").body()
-            yield f"data: {json.dumps(message)}\n\ndata: [DONE]\n\n".encode()
-        except (asyncio.CancelledError, GeneratorExit):
-            cancelled = True  # the client went away: nothing to judge
+                    await reply.chunk(out)
+                if left.done():
+                    outcome = "left"
+                    break
+                unread.append(chunk)
+                if len(unread) == _PARSE_BATCH:
+                    reader.feed(b"".join(unread))
+                    unread.clear()
+            else:
+                await reply.end(hide.flush() if hide else b"")
+                reader.feed(b"".join(unread))
+        except TRANSPORT_ERRORS as error:
+            outcome = "failed"
+            message = ApiError(502, f"{variant} backend failed mid-stream: {type(error).__name__}: {error}", "server_error")
+            await reply.end(f"data: {json.dumps(message.body())}\n\ndata: [DONE]\n\n".encode())
+        except asyncio.CancelledError:
+            outcome = "left"
             raise
         finally:
-            with anyio.CancelScope(shield=True):
-                await upstream.response.aclose()
-                if variant == TREATMENT and failed:
+            left.cancel()
+            if outcome == "ok":
+                response.release()
+            else:
+                response.close()  # the backend sees the connection go and stops generating
+            if outcome == "left":  # nothing to judge
+                self.store.record({f"requests.{variant}": 1, "client_disconnects": 1, **extra}, None)
+            else:
+                if variant == TREATMENT and outcome == "failed":
                     self.breaker.failure()
                 latency = time.perf_counter() - start
-                if cancelled:
-                    await self.store.record({f"requests.{variant}": 1, "client_disconnects": 1, **extra}, None)
-                else:
-                    await self._record(variant, endpoint, stage, None if failed else reader, latency, ttft, extra)
-                    if judged is not None and not failed and reader.error is None:
-                        self.judge.offer(variant, endpoint, judged, reader)
+                self._record(variant, endpoint, stage, reader if outcome == "ok" else None, latency, ttft, extra)
+                if judged is not None and outcome == "ok" and reader.error is None:
+                    self.judge.offer(variant, endpoint, judged, reader)
 
-    async def _record(
+    def _record(
         self, variant: str, endpoint: str, stage: int, reader: CompletionReader | None,
         latency: float, ttft: float | None, extra: dict[str, int],
     ) -> None:
@@ -453,7 +453,7 @@ class Gateway:
             self.metrics.latency.labels(variant).observe(latency)
             if ttft is not None:
                 self.metrics.ttft.labels(variant).observe(ttft)
-        await self.store.record(counters, observation)
+        self.store.record(counters, observation)
 
     # -- admin -----------------------------------------------------------------------
     def _authorise(self, request: Request) -> None:
@@ -528,5 +528,5 @@ class Gateway:
         return await self._admin(request, lambda reason: self.controller.rollback("admin", [reason or "manual rollback"]))
 
 
-def build_app(config: RolloutConfig, store: Store | None = None) -> Starlette:
-    return Gateway(config, store).app
+def build_app(config: RolloutConfig, store: Store | None = None) -> Gateway:
+    return Gateway(config, store)

@@ -31,15 +31,14 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-import httpx
-
 from quantship.rollout import logprobs
 from quantship.rollout.assign import TREATMENT
+from quantship.rollout.buffered import BufferedStore
 from quantship.rollout.config import LiveKL
 from quantship.rollout.metrics import Metrics
 from quantship.rollout.quality import Observation
 from quantship.rollout.sse import CompletionReader
-from quantship.rollout.store import Store
+from quantship.rollout.upstream import BackendClient, Unreachable
 
 log = logging.getLogger("quantship.rollout")
 PENDING, ENABLED, DISABLED = "pending", "enabled", "disabled"
@@ -49,6 +48,10 @@ _PROBE_SERVER_ERRORS = 5  # 5xx answers to the start probe before giving up (a s
 
 class CannotScore(Exception):
     """The control answered, but not with what scoring needs (so retrying will not help)."""
+
+
+class ControlFailed(Exception):
+    """The control answered a scoring call with a server error (5xx)."""
 
 
 @dataclass(frozen=True)
@@ -63,7 +66,8 @@ class Sample:
 
 
 class Judge:
-    def __init__(self, config: LiveKL, model: str, treatment_model: str, metrics: Metrics, store: Store, retry_s: float):
+    def __init__(self, config: LiveKL, model: str, treatment_model: str, metrics: Metrics, store: BufferedStore | None,
+                 retry_s: float):
         self.config = config
         self.model = model
         self.treatment_model = treatment_model
@@ -73,7 +77,7 @@ class Judge:
         self.retry_s = retry_s
         self.state = PENDING
         self.queue: asyncio.Queue[Sample] = asyncio.Queue(maxsize=config.queue_size)
-        self.client: httpx.AsyncClient | None = None
+        self.client: BackendClient | None = None
         metrics.live_kl_enabled.set(0)
         metrics.live_kl_paired.set(0)
 
@@ -104,7 +108,7 @@ class Judge:
             self.metrics.live_kl_samples.labels(variant, "dropped").inc()
 
     # -- background -------------------------------------------------------------------
-    async def run(self, client: httpx.AsyncClient, treatment: httpx.AsyncClient) -> None:
+    async def run(self, client: BackendClient, treatment: BackendClient) -> None:
         """Find out once whether the control can score (and the treatment pair), then score the queue for good."""
         self.client = client
         server_errors = 0
@@ -115,26 +119,26 @@ class Judge:
                 self.metrics.live_kl_paired.set(int(self.paired))
                 self.state = ENABLED
                 self.metrics.live_kl_enabled.set(1)
-            except (CannotScore, httpx.HTTPStatusError, ValueError) as error:
+            except (CannotScore, ControlFailed, ValueError) as error:
                 server_errors += not isinstance(error, CannotScore)
                 if isinstance(error, CannotScore) or server_errors >= _PROBE_SERVER_ERRORS:
                     self.state = DISABLED
                     log.warning("live KL disabled: the control cannot score answers (%s)", error)
                     return
                 await asyncio.sleep(self.retry_s)
-            except httpx.HTTPError:  # not up yet: ask again, without a warning per try
+            except Unreachable:  # not up yet: ask again, without a warning per try
                 await asyncio.sleep(self.retry_s)
         while True:
             sample = await self.queue.get()
             try:
                 nll, tokens = await self.score(sample)
-            except (httpx.HTTPError, CannotScore, ValueError, KeyError, TypeError) as error:
+            except (Unreachable, ControlFailed, CannotScore, ValueError, KeyError, TypeError) as error:
                 self.metrics.live_kl_samples.labels(sample.variant, "failed").inc()
                 log.debug("live KL: scoring one answer failed: %s", error)
                 continue
             if tokens:
                 own = None if sample.own_logprob is None else -sample.own_logprob
-                await self.store.record({}, Observation(sample.variant, sample.ts, ok=True, scored_tokens=tokens,
+                self.store.record({}, Observation(sample.variant, sample.ts, ok=True, scored_tokens=tokens,
                                                         scored_nll=nll, scored_own_nll=own))
                 self.metrics.live_kl_samples.labels(sample.variant, "scored").inc()
 
@@ -144,15 +148,15 @@ class Judge:
         if len(ids) < 2 or len(logprobs) != len(ids) - 1:
             raise CannotScore(f"/v1/completions returned {len(logprobs)} prompt log-probabilities for {len(ids)} tokens")
 
-    async def _treatment_sends_logprobs(self, treatment: httpx.AsyncClient) -> bool:
+    async def _treatment_sends_logprobs(self, treatment: BackendClient) -> bool:
         """Ask the treatment for two tokens with log-probabilities; any failure means the unpaired estimate."""
         body = logprobs.ask({"model": self.treatment_model, "prompt": _PROBE_TEXT, "max_tokens": 2, "temperature": 0},
                             "completions")
         try:
-            response = await treatment.post("/v1/completions", json=body, timeout=self.config.timeout_s)
-            choices = response.json().get("choices") if response.status_code == 200 else None
+            response = await treatment.post_json("/v1/completions", body, self.config.timeout_s)
+            choices = response.json().get("choices") if response.status == 200 else None
             paired = bool(choices) and logprobs.of_choice(choices[0])[1] > 0
-        except (httpx.HTTPError, ValueError, AttributeError, TypeError):
+        except (Unreachable, ValueError, AttributeError, TypeError):
             paired = False
         if not paired:
             log.warning("live KL without the treatment's log-probabilities: the cross-entropy gap of different answers "
@@ -178,24 +182,24 @@ class Judge:
         return -sum(answer), len(answer)
 
     async def _tokenize(self, payload: dict[str, Any]) -> list[int]:
-        response = await self.client.post("/tokenize", json={"model": self.model, **payload}, timeout=self.config.timeout_s)
-        if response.status_code >= 500:
-            raise httpx.HTTPStatusError("control failed", request=response.request, response=response)
-        tokens = response.json().get("tokens") if response.status_code == 200 else None
+        response = await self.client.post_json("/tokenize", {"model": self.model, **payload}, self.config.timeout_s)
+        if response.status >= 500:
+            raise ControlFailed(f"/tokenize answered HTTP {response.status}")
+        tokens = response.json().get("tokens") if response.status == 200 else None
         if not isinstance(tokens, list) or not all(isinstance(t, int) for t in tokens):
-            raise CannotScore(f"/tokenize answered HTTP {response.status_code} without token ids")
+            raise CannotScore(f"/tokenize answered HTTP {response.status} without token ids")
         return tokens
 
     async def _logprobs(self, ids: list[int]) -> list[float]:
         """Log-probability of each token after the first, given the ones before it."""
         body = {"model": self.model, "prompt": ids, "max_tokens": 1, "temperature": 0, "prompt_logprobs": 0}
-        response = await self.client.post("/v1/completions", json=body, timeout=self.config.timeout_s)
-        if response.status_code >= 500:
-            raise httpx.HTTPStatusError("control failed", request=response.request, response=response)
-        choices = response.json().get("choices") if response.status_code == 200 else None
+        response = await self.client.post_json("/v1/completions", body, self.config.timeout_s)
+        if response.status >= 500:
+            raise ControlFailed(f"/v1/completions answered HTTP {response.status}")
+        choices = response.json().get("choices") if response.status == 200 else None
         entries = choices[0].get("prompt_logprobs") if choices else None
         if not isinstance(entries, list) or len(entries) != len(ids):
-            raise CannotScore(f"/v1/completions answered HTTP {response.status_code} without prompt_logprobs")
+            raise CannotScore(f"/v1/completions answered HTTP {response.status} without prompt_logprobs")
         return [float(entry[str(token)]["logprob"]) for token, entry in zip(ids[1:], entries[1:], strict=True)]
 
 

@@ -9,31 +9,31 @@ from __future__ import annotations
 import asyncio
 import time
 
-import httpx
-
 from quantship.rollout.config import Backend, Probe
 from quantship.rollout.metrics import Metrics
 from quantship.rollout.monitor import ProbeRound
+from quantship.rollout.upstream import BackendClient, Unreachable
 
 
-async def _ask(client: httpx.AsyncClient, backend: Backend, probe: Probe) -> bool:
+async def _ask(client: BackendClient, backend: Backend, probe: Probe) -> bool:
     payload: dict = {"model": backend.model, "max_tokens": probe.max_tokens, "temperature": 0}
     if probe.api == "chat":
         payload["messages"] = [{"role": "user", "content": probe.prompt}]
     else:
         payload["prompt"] = probe.prompt
     try:
-        response = await client.post(f"/v1/{'chat/completions' if probe.api == 'chat' else 'completions'}", json=payload)
-        response.raise_for_status()
+        response = await client.post_json(f"/v1/{'chat/completions' if probe.api == 'chat' else 'completions'}", payload)
+        if response.status != 200:
+            return False
         choice = response.json()["choices"][0]
         text = (choice["message"]["content"] if probe.api == "chat" else choice["text"]) or ""
-    except (httpx.HTTPError, ValueError, KeyError, IndexError, TypeError):
+    except (Unreachable, ValueError, KeyError, IndexError, TypeError):
         return False
     return any(expected.lower() in text.lower() for expected in probe.expect)
 
 
 async def run_probes(
-    probes: list[Probe], clients: dict[str, httpx.AsyncClient], backends: dict[str, Backend], metrics: Metrics
+    probes: list[Probe], clients: dict[str, BackendClient], backends: dict[str, Backend], metrics: Metrics
 ) -> ProbeRound:
     results: dict[str, dict[str, bool]] = {}
     for variant in ("control", "treatment"):
