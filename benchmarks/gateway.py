@@ -79,7 +79,7 @@ async def measure(url: str, concurrency: int, per_stream: int, tokens: int) -> d
                         async for chunk in response.content.iter_any():
                             if first is None and _FIRST_TEXT.search(chunk):
                                 first = time.perf_counter() - start
-                except (aiohttp.ClientError, asyncio.TimeoutError):
+                except (aiohttp.ClientError, TimeoutError):
                     errors += 1  # counted, not timed
                     continue
                 latencies.append(time.perf_counter() - start)

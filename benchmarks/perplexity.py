@@ -18,11 +18,11 @@ from pathlib import Path
 
 import torch
 
+from quantship.bench.provenance import provenance
 from quantship.data.sources import TextSource, load_documents
 from quantship.data.tokens import encode_document, separator_id, token_stream
 from quantship.evaluate.perplexity import hf_logits_fn, plan_windows, score_windows
 from quantship.models.demo import materialise_demo_model
-from quantship.bench.provenance import provenance
 from quantship.rundir import atomic_write_json
 
 

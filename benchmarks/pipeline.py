@@ -22,8 +22,8 @@ from pathlib import Path
 
 import yaml
 
-from quantship.models.demo import materialise_demo_model
 from quantship.bench.provenance import provenance
+from quantship.models.demo import materialise_demo_model
 from quantship.rundir import atomic_write_json, read_json
 
 GOAL_S = 600.0
@@ -68,8 +68,13 @@ def main() -> None:
     atomic_write_json(args.out, result)
     print(f"{'stage':<10} {'cold s':>8} {'resume s':>9}")
     for stage in ("plan", "baseline", "calibrate", "quantize", "validate", "serve", "bench"):
-        print(f"{stage:<10} {cold_stages.get(stage, 0):>8.1f} {resume_stages.get(stage, 0):>9.1f}  {cold_stages.get(stage + '_status', '')}")
-    print(f"{'total':<10} {cold_s:>8.1f} {resume_s:>9.1f}  (goal {GOAL_S:.0f} s: {'met' if cold_s <= GOAL_S else 'missed'}); exit {cold_rc}/{resume_rc}")
+        print(
+            f"{stage:<10} {cold_stages.get(stage, 0):>8.1f} {resume_stages.get(stage, 0):>9.1f}  {cold_stages.get(stage + '_status', '')}"
+        )
+    print(
+        f"{'total':<10} {cold_s:>8.1f} {resume_s:>9.1f}  (goal {GOAL_S:.0f} s: {'met' if cold_s <= GOAL_S else 'missed'}); "
+        f"exit {cold_rc}/{resume_rc}"
+    )
     print(f"wrote {args.out}")
     if args.keep:
         print(f"run directory: {scratch / 'run'}")

@@ -26,12 +26,12 @@ import argparse
 import time
 from pathlib import Path
 
+from quantship.bench.provenance import provenance
 from quantship.pipeline.config import load_pipeline
 from quantship.pipeline.runner import Pipeline, stage_range
 from quantship.progress import stderr_console
 from quantship.quantize.spec import VariantSpec
 from quantship.quantize.stage import run_quantize
-from quantship.bench.provenance import provenance
 from quantship.rundir import RunDir, atomic_write_json, read_json
 from quantship.validate.baseline_data import load_baseline
 from quantship.validate.gate import Thresholds

@@ -23,8 +23,8 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file
 
-from quantship.evaluate.perplexity import WindowPlan, hf_logits_fn, score_windows
 from quantship.bench.provenance import provenance
+from quantship.evaluate.perplexity import WindowPlan, hf_logits_fn, score_windows
 from quantship.rundir import RunDir, atomic_write_json, read_json
 from quantship.stages.baseline import BASELINE_JSON, EVAL_TENSORS, baseline_checkpoint
 
@@ -144,7 +144,11 @@ def main() -> None:
         {
             "run_dir": str(run.root),
             **provenance(torch_threads=torch.get_num_threads()),
-            "eval": {"windows": int(plan.input_ids.shape[0]), "window": int(plan.input_ids.shape[1]), "tokens_scored": plan.scored_positions},
+            "eval": {
+                "windows": int(plan.input_ids.shape[0]),
+                "window": int(plan.input_ids.shape[1]),
+                "tokens_scored": plan.scored_positions,
+            },
             "baseline": {
                 "checkpoint": str(baseline_checkpoint(run)),
                 "perplexity": round(baseline_ppl, 4),

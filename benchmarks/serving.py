@@ -27,9 +27,9 @@ ROOT = Path(__file__).resolve().parents[1]
 
 from quantship.bench.models import BenchSettings, Target  # noqa: E402
 from quantship.bench.prompts import builtin_prompts  # noqa: E402
+from quantship.bench.provenance import provenance  # noqa: E402
 from quantship.bench.roofline import decode_bound, read_bandwidth, weight_bytes_per_token  # noqa: E402
 from quantship.bench.runner import run_bench  # noqa: E402
-from quantship.bench.provenance import provenance  # noqa: E402
 from quantship.rundir import atomic_write_json  # noqa: E402
 
 
@@ -118,7 +118,7 @@ def main() -> None:
                 )
             )
         targets = [
-            Target(label=label, base_url=s.base_url, model=s.served_model_name) for label, s in zip(labels, servers)
+            Target(label=label, base_url=s.base_url, model=s.served_model_name) for label, s in zip(labels, servers, strict=True)
         ]
         report, _ = asyncio.run(run_bench(targets, builtin_prompts(), settings))
     finally:

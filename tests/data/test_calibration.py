@@ -50,10 +50,15 @@ def test_chat_formatted_samples_use_the_template(tiny_checkpoint, tmp_path):
     from transformers import AutoTokenizer
 
     conversations = tmp_path / "chats.jsonl"
-    rows = [{"messages": [{"role": "user", "content": f"question {i}?"}, {"role": "assistant", "content": f"answer {i}."}]} for i in range(200)]
+    rows = [
+        {"messages": [{"role": "user", "content": f"question {i}?"}, {"role": "assistant", "content": f"answer {i}."}]}
+        for i in range(200)
+    ]
     conversations.write_text("\n".join(json.dumps(r) for r in rows))
     run = RunDir(tmp_path / "run")
-    run_calibrate(tiny_checkpoint, run, CalibrationOptions(source=f"jsonl:{conversations}#messages", samples=4, seq_len=64), stderr_console())
+    run_calibrate(
+        tiny_checkpoint, run, CalibrationOptions(source=f"jsonl:{conversations}#messages", samples=4, seq_len=64), stderr_console()
+    )
     start = AutoTokenizer.from_pretrained(tiny_checkpoint).convert_tokens_to_ids("<|im_start|>")
     assert all(start in row for row in load_calibration(run).input_ids.tolist())
 

@@ -1,8 +1,7 @@
 """pipeline.yaml loading: every shipped example is valid, bad keys are named by their path."""
 
-from pathlib import Path
-
 import json
+from pathlib import Path
 
 import pytest
 import yaml

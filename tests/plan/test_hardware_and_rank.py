@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 
 import psutil
@@ -77,7 +78,7 @@ def test_cpu_ranking_puts_formats_with_a_prior_first_fastest_first_then_the_prio
     ranking = prior_ranking(load_hardware("cpu", bandwidth_gbs=10), 16)
     rated, rest = ranking.order[: len(priors)], ranking.order[len(priors):]
     assert set(rated) == set(priors)
-    assert all(priors[a] >= priors[b] for a, b in zip(rated, rated[1:])), rated
+    assert all(priors[a] >= priors[b] for a, b in itertools.pairwise(rated)), rated
     assert rest == [f for f in matrix.priors["cpu"].throughput if f not in priors]
     # a prior is called one: the basis and the source never claim a measurement
     assert ranking.basis == "prior" and ranking.source.startswith("shipped priors:")

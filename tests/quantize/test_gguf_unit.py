@@ -16,19 +16,22 @@ from rich.console import Console
 from quantship.errors import InputError
 from quantship.quantize.base import QuantizeContext
 from quantship.quantize.gguf_backend import GGUFBackend
-from quantship.quantize.gguf_pipeline import _check_disk, _fallback_warnings
 from quantship.quantize.gguf_inspect import parse_fallbacks, read_summary
 from quantship.quantize.gguf_names import hf_to_gguf_names, resolve_overrides, tensor_type_rules
+from quantship.quantize.gguf_pipeline import _check_disk, _fallback_warnings
 from quantship.quantize.gguf_types import SCHEMES, scheme_for
 from quantship.quantize.spec import LayerOverride, VariantSpec
 from quantship.rundir import RunDir
 
 # Lines as llama.cpp's tensor_type_fallback() prints them (src/llama-quant.cpp).
 QUANTIZE_LOG = """\
-[   2/ 272]                   blk.0.attn_k.weight - [  576,   192,     1,     1], type =   bf16, converting to q4_K .. warning: blk.0.attn_k.weight                  - ncols    576 not divisible by 256 (required for type    q4_K) -> falling back to    q5_0
-[   3/ 272]                   blk.0.ffn_down.weight - [ 1536,   576,     1,     1], type =   bf16, converting to q6_K .. size =     1.69 MiB ->     0.69 MiB
+[   2/ 272]                   blk.0.attn_k.weight - [  576,   192,     1,     1], type =   bf16, converting to q4_K .. \
+warning: blk.0.attn_k.weight                  - ncols    576 not divisible by 256 (required for type    q4_K) -> falling back to    q5_0
+[   3/ 272]                   blk.0.ffn_down.weight - [ 1536,   576,     1,     1], type =   bf16, converting to q6_K .. \
+size =     1.69 MiB ->     0.69 MiB
 warning: blk.0.attn_v.weight                  - ncols    576 not divisible by 256 (required for type    q6_K) -> falling back to    q8_0
-warning: odd.weight                           - ncols     33 not divisible by 256 (required for type    q4_K) (WARNING: must use F16 due to unusual shape) -> falling back to     f16
+warning: odd.weight                           - ncols     33 not divisible by 256 (required for type    q4_K) \
+(WARNING: must use F16 due to unusual shape) -> falling back to     f16
 llama_model_quantize_impl: WARNING: 3 of 272 tensor(s) required fallback quantization
 """
 

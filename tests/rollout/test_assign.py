@@ -20,7 +20,7 @@ def test_raising_the_fraction_only_moves_control_users_into_treatment():
 def test_a_new_experiment_reshuffles_users():
     a = [bucket("exp-a", u) < 0.5 for u in USERS]
     b = [bucket("exp-b", u) < 0.5 for u in USERS]
-    agreement = sum(x == y for x, y in zip(a, b)) / len(USERS)
+    agreement = sum(x == y for x, y in zip(a, b, strict=True)) / len(USERS)
     assert 0.45 < agreement < 0.55  # independent, not the same split
 
 

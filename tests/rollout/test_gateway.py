@@ -110,9 +110,9 @@ def test_refusing_treatment_is_rolled_back(tmp_path, control, treatment):
 
 def test_promotion_keeps_treatment_users_in_treatment(tmp_path, control, treatment):
     with GatewayServer(make_config(tmp_path, control.url, treatment.url, auto_promote=False)) as gw:
-        before = {u: r.headers["x-quantship-variant"] for u, r in zip(USERS[:100], _traffic(gw.url, USERS[:100]))}
+        before = {u: r.headers["x-quantship-variant"] for u, r in zip(USERS[:100], _traffic(gw.url, USERS[:100]), strict=True)}
         assert gw.admin("promote", reason="looks good")["stage_name"] == "75%"
-        after = {u: r.headers["x-quantship-variant"] for u, r in zip(USERS[:100], _traffic(gw.url, USERS[:100]))}
+        after = {u: r.headers["x-quantship-variant"] for u, r in zip(USERS[:100], _traffic(gw.url, USERS[:100]), strict=True)}
         assert all(after[u] == "treatment" for u in before if before[u] == "treatment")
         assert sum(v == "treatment" for v in after.values()) > sum(v == "treatment" for v in before.values())
 

@@ -25,8 +25,8 @@ from quantship.serve.server import (
     stop_recorded,
 )
 from quantship.serve.target import from_model_path
-from tests.support.serve_files import write_checkpoint
 from tests.support.openai_stub import free_port
+from tests.support.serve_files import write_checkpoint
 
 STUB = str(Path(__file__).parents[1] / "support" / "openai_stub.py")
 

@@ -49,7 +49,9 @@ def gguf_run_template(demo_checkpoint, tmp_path_factory) -> RunDir:
     tokenizer.save_pretrained(checkpoint)
     scale_lm_head(checkpoint, 10.0)
     run = RunDir(tmp_path_factory.mktemp("gruns") / "tiny")
-    run_baseline(checkpoint, run, BaselineOptions(window=32, stride=32, max_windows=3, batch_size=3, topk=4, max_new_tokens=6), stderr_console())
+    run_baseline(
+        checkpoint, run, BaselineOptions(window=32, stride=32, max_windows=3, batch_size=3, topk=4, max_new_tokens=6), stderr_console()
+    )
     run_calibrate(checkpoint, run, CalibrationOptions(samples=8, seq_len=32), stderr_console())  # for the imatrix variant
     return run
 
@@ -114,7 +116,10 @@ def test_gguf_recover_keeps_the_most_sensitive_block_at_q8_0(gguf_run, monkeypat
     assert {t for n, t in matrices.items() if not n.startswith(f"blk.{kept}.")} == {"Q4_0"}
     manifest = read_json(gguf_run.root / "variants" / "g4-mp1" / "manifest.json")
     assert manifest["overrides"] == [{"pattern": layers[0]["pattern"], "precision": "8bit"}]
-    assert step["bits_per_weight"] == manifest["bits_per_weight"] > read_json(gguf_run.root / "variants" / "g4" / "manifest.json")["bits_per_weight"]
+    assert (
+        step["bits_per_weight"] == manifest["bits_per_weight"]
+        > read_json(gguf_run.root / "variants" / "g4" / "manifest.json")["bits_per_weight"]
+    )
     assert step["passed"] and record["recovered"] == "g4-mp1", (step, kl, err[-2000:])
     assert code == 0 and "recover g4: g4-mp1 passes" in out
     page = (gguf_run.root / "report.html").read_text()

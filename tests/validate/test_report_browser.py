@@ -38,7 +38,8 @@ def _gguf_recovery() -> dict:
     ]
     return {"variant": "q4_0", "format": "gguf", "scheme": "Q4_0", "bits_per_weight": 5.35, "budget_bits_per_weight": 8.0,
             "sensitivity": {"layers": layers, "tokens": 256, "method": "KL when only this block is quantized"},
-            "precision": "8bit", "kept_type": "Q8_0", "steps": steps, "recovered": "q4_0-mp4", "outcome": "q4_0-mp4 passes at 5.750 bits/weight"}
+            "precision": "8bit", "kept_type": "Q8_0", "steps": steps, "recovered": "q4_0-mp4",
+            "outcome": "q4_0-mp4 passes at 5.750 bits/weight"}
 
 
 @requires("chromium")
@@ -58,7 +59,9 @@ def test_report_renders_in_headless_chromium(tmp_path):
     images = re.findall(r'<img alt="([^"]+)" src="data:image/png;base64,([A-Za-z0-9+/=]{200,})"', dom)
     assert {alt for alt, _ in images} == {"bits per weight vs perplexity change", "per-position KL histogram", "sensitivity of q4_0"}
     assert "--recover q4_0</b> (gguf Q4_0, 5.35 bits/weight; budget 8 bits/weight, blocks kept at Q8_0): q4_0-mp4 passes" in dom
-    recovery = re.findall(r"<tr><td>(q4_0-mp\d)</td><td>([^<]*)</td><td>([^<]*)</td><td>([^<]*)</td><td class=\"(\w+)\">([^<]*)</td></tr>", dom)
+    recovery = re.findall(
+        r"<tr><td>(q4_0-mp\d)</td><td>([^<]*)</td><td>([^<]*)</td><td>([^<]*)</td><td class=\"(\w+)\">([^<]*)</td></tr>", dom
+    )
     assert recovery == [
         ("q4_0-mp2", "2: 29, 11", "5.55", "+15.2%", "fail", "FAIL perplexity (window screen)"),
         ("q4_0-mp4", "4: 29, 11, 2, 1", "5.75", "+8.1%", "pass", "PASS"),

@@ -39,7 +39,9 @@ def tiny_run(tmp_path_factory):
     wrong = Path(shutil.copytree(checkpoint, root / "wrong"))
     scale_lm_head(wrong, 10.0, seed=1)  # same tokenizer and config, other weights
     run = RunDir(root / "run")
-    run_baseline(checkpoint, run, BaselineOptions(window=32, stride=32, max_windows=6, batch_size=3, topk=20, max_new_tokens=6), stderr_console())
+    run_baseline(
+        checkpoint, run, BaselineOptions(window=32, stride=32, max_windows=6, batch_size=3, topk=20, max_new_tokens=6), stderr_console()
+    )
     add_plain_variant(run, "good", checkpoint)
     return run, checkpoint, wrong
 
@@ -51,17 +53,28 @@ def _serve(model: Path, run_dir: Path):
 def test_served_gate_fails_a_server_with_the_wrong_weights_that_the_in_process_gate_passes(tiny_run, monkeypatch, capsys, tmp_path):
     run, _, wrong = tiny_run
     with _serve(wrong, tmp_path) as server:
-        code, out, _ = run_cli(monkeypatch, capsys, "--run-dir", str(run.root), "--variant", "good", "--url", server.url, "--tasks", "none", "--long-window", "128", "--long-windows", "1")
+        code, out, _ = run_cli(
+            monkeypatch, capsys, "--run-dir", str(run.root), "--variant", "good", "--url", server.url,
+            "--tasks", "none", "--long-window", "128", "--long-windows", "1",
+        )
         # A baseline with another tokenizer is refused before anything is scored.
         other = RunDir(tmp_path / "other-run")
-        run_baseline(build_tiny_checkpoint(tmp_path / "other", vocab_size=600, heads=2), other, BaselineOptions(window=32, stride=32, max_windows=1, batch_size=1, topk=4, max_new_tokens=2), stderr_console())
+        run_baseline(
+            build_tiny_checkpoint(tmp_path / "other", vocab_size=600, heads=2),
+            other,
+            BaselineOptions(window=32, stride=32, max_windows=1, batch_size=1, topk=4, max_new_tokens=2),
+            stderr_console(),
+        )
         with pytest.raises(InputError) as refused:
             run_validate_served(other, "control", server.url, Thresholds(), OPTIONS, stderr_console())
     assert code == 1 and "FAIL" in out
     verdict = read_json(run.root / "validation" / "good.json")
     assert verdict["in_process_passed"] is True and verdict["passed"] is False
     assert {"served:kl_mean", "served:kl_mean_diff", "served:top1_agreement"} <= set(verdict["failed_checks"])
-    assert verdict["checks"]["kl_mean"]["passed"] and verdict["checks"]["served:kl_mean"]["value"] > 10 * verdict["thresholds"]["max_kl_mean"]
+    assert (
+        verdict["checks"]["kl_mean"]["passed"]
+        and verdict["checks"]["served:kl_mean"]["value"] > 10 * verdict["thresholds"]["max_kl_mean"]
+    )
     assert "tokenizer served at" in refused.value.one_line() and "differs from the baseline's" in refused.value.one_line()
 
 
@@ -83,7 +96,9 @@ def test_llama_server_is_refused_for_lack_of_prompt_logprobs(tiny_run, tmp_path)
     check("llama.cpp")
     run = tiny_run[0]
     options = ServeOptions(port=0, max_model_len=256, parallel=1)
-    with start_server(model=locate_demo_gguf(), stack="llama.cpp", options=options, run_dir=tmp_path, probe=False) as server, pytest.raises(InputError) as refused:
+    with start_server(
+        model=locate_demo_gguf(), stack="llama.cpp", options=options, run_dir=tmp_path, probe=False
+    ) as server, pytest.raises(InputError) as refused:
         run_validate_served(run, "control", server.url, Thresholds(), OPTIONS, stderr_console())
     line = refused.value.one_line()
     assert "returns no prompt log-probabilities" in line and "in-process llama-cpp-python scorer" in line

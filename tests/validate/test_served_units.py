@@ -31,7 +31,11 @@ def test_unranked_baseline_tokens_merge_into_the_tail_and_bound_the_kl_from_belo
 
 
 def _served(kl: float, ppl: float, top1: float) -> list[CheckResult]:
-    return [CheckResult("perplexity", ppl, 0.1, "<="), CheckResult("kl_mean", kl, 0.05, "<="), CheckResult("top1_agreement", top1, 0.9, ">=")]
+    return [
+        CheckResult("perplexity", ppl, 0.1, "<="),
+        CheckResult("kl_mean", kl, 0.05, "<="),
+        CheckResult("top1_agreement", top1, 0.9, ">="),
+    ]
 
 
 def test_served_figures_far_from_in_process_fail_even_within_the_thresholds():
@@ -40,7 +44,9 @@ def test_served_figures_far_from_in_process_fail_even_within_the_thresholds():
     close = diff_checks(_served(0.006, 0.015, 0.965), in_process, t)
     assert [c.passed for c in close] == [True, True, True]
     far = diff_checks(_served(0.045, 0.09, 0.91), in_process, t)  # every figure still inside the gate's thresholds
-    assert {c.name: c.passed for c in far} == {"served:kl_mean_diff": False, "served:perplexity_diff": False, "served:top1_agreement_diff": False}
+    assert {c.name: c.passed for c in far} == {
+        "served:kl_mean_diff": False, "served:perplexity_diff": False, "served:top1_agreement_diff": False
+    }
     missing = diff_checks(_served(0.006, 0.015, 0.965), {"perplexity": None, "kl_mean": 0.004, "top1_agreement": 0.97}, t)
     assert not missing[1].passed and missing[1].error
 

@@ -34,7 +34,9 @@ def test_scorer_adapter_matches_hflm_and_identical_weights_lose_nothing(validate
     from pathlib import Path
 
     add_plain_variant(run, "copy", Path(checkpoint))
-    code, _, err = run_cli(monkeypatch, capsys, "--run-dir", str(run.root), "--variant", "copy", "--long-window", "128", "--long-windows", "1")
+    code, _, err = run_cli(
+        monkeypatch, capsys, "--run-dir", str(run.root), "--variant", "copy", "--long-window", "128", "--long-windows", "1"
+    )
     verdict = read_json(run.root / "validation" / "copy.json")
     for name in BUILTIN_TASKS:
         check = verdict["checks"][f"task:{name}"]

@@ -10,6 +10,7 @@ per content chunk, and the record says which count it used.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import time
 from typing import Any
@@ -129,7 +130,7 @@ async def send_request(
     record.chunks = len(arrivals)
     if arrivals:
         record.ttft_s = arrivals[0] - start
-        record.itl_s = [b - a for a, b in zip(arrivals, arrivals[1:])]
+        record.itl_s = [b - a for a, b in itertools.pairwise(arrivals)]
     if usage_tokens is not None:
         record.output_tokens, record.tokens_from = usage_tokens, "usage"
     else:

@@ -34,7 +34,7 @@ def latency_cdfs(report: BenchReport, records: list[RequestRecord], path: Path) 
     for t, target in enumerate(report.targets):
         for li, level in enumerate(levels):
             mine = [r for r in measured if r.endpoint == target.label and r.level == level]
-            for ax, attr in zip(axes, ("ttft_s", "e2e_s")):
+            for ax, attr in zip(axes, ("ttft_s", "e2e_s"), strict=True):
                 values = np.sort([getattr(r, attr) * 1000.0 for r in mine if getattr(r, attr) is not None])
                 if values.size == 0:
                     continue
@@ -48,7 +48,7 @@ def latency_cdfs(report: BenchReport, records: list[RequestRecord], path: Path) 
                     alpha=1.0 if len(levels) == 1 else 0.5 + 0.5 * (li + 1) / len(levels),
                     label=f"{target.label} @ {level:g} {unit}",
                 )
-    for ax, title in zip(axes, ("time to first token", "end-to-end latency")):
+    for ax, title in zip(axes, ("time to first token", "end-to-end latency"), strict=True):
         ax.set_title(title)
         ax.set_xlabel("ms")
         ax.set_ylabel("share of requests")
@@ -68,7 +68,7 @@ def throughput(report: BenchReport, path: Path) -> Path:
         axes[0].plot(x, [s.output_tokens_per_s for s in mine], "o-", color=_COLORS[t % 2], label=target.label)
         tpot = [s.tpot_ms.p50 if s.tpot_ms else np.nan for s in mine]
         axes[1].plot(x, tpot, "o-", color=_COLORS[t % 2], label=target.label)
-    for ax, title, ylabel in zip(axes, ("throughput", "time per output token (p50)"), ("output tokens/s", "ms")):
+    for ax, title, ylabel in zip(axes, ("throughput", "time per output token (p50)"), ("output tokens/s", "ms"), strict=True):
         ax.set_title(title)
         ax.set_xlabel(xlabel)
         ax.set_ylabel(ylabel)

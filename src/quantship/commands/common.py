@@ -6,8 +6,6 @@ from pathlib import Path
 
 import typer
 
-from quantship.errors import NotAvailable
-
 DEFAULT_RUN_NAME = "default"
 
 
@@ -26,18 +24,3 @@ def name_option() -> str:
 
 def resolve_run_dir(run_dir: Path | None, name: str) -> Path:
     return run_dir if run_dir is not None else Path("runs") / name
-
-
-def not_available(app: typer.Typer, verb: str, summary: str, issue: int) -> None:
-    """Register a verb that later work fills: it says so and exits 2, no fake output."""
-
-    @app.command(
-        verb,
-        help=f"{summary} [not available yet]",
-        context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
-    )
-    def _unavailable() -> None:
-        raise NotAvailable(
-            f"`quantship {verb}` is not available in this version yet",
-            f"it is being built (issue #{issue}); see the README for the stages that work today",
-        )

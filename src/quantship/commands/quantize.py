@@ -24,8 +24,14 @@ def register(app: typer.Typer) -> None:
             help="NAME:METHOD[:SCHEME[:SOURCE]], repeatable; e.g. w4g64:gptq:W4A16, int8:smoothquant-gptq, q4km:gguf:Q4_K_M.",
         ),
         config: Path = typer.Option(None, "--config", "-c", help="YAML list of variants (the committed form; see docs/quantize.md)."),
-        group_size: str = typer.Option(None, "--group-size", help="Group size for grouped int schemes (W4A16/W8A16): N, -1 (per channel) or auto."),
-        keep: list[str] = typer.Option(None, "--keep", help="Regex of layers to leave unquantized (bf16), repeatable; e.g. lm_head, 'layers\\.0\\.'."),
+        group_size: str = typer.Option(
+            None, "--group-size",
+            help="Group size for grouped int schemes (W4A16/W8A16): N, -1 (per channel) or auto.",
+        ),
+        keep: list[str] = typer.Option(
+            None, "--keep",
+            help="Regex of layers to leave unquantized (bf16), repeatable; e.g. lm_head, 'layers\\.0\\.'.",
+        ),
         keep_8bit: list[str] = typer.Option(None, "--keep-8bit", help="Regex of layers to quantize at 8 bits instead, repeatable."),
         asymmetric: bool = typer.Option(False, "--asymmetric", help="Asymmetric (zero point) int weights."),
         act_order: bool = typer.Option(False, "--act-order", help="GPTQ: quantize columns in activation order."),

@@ -12,7 +12,9 @@ def register(app: typer.Typer) -> None:
     @app.command("run")
     def run(
         pipeline: Path = typer.Argument(..., help="pipeline.yaml (see examples/ and docs/pipeline.md)."),
-        start: str = typer.Option(None, "--from", help="First stage to run: plan, baseline, calibrate, quantize, validate, serve, bench, rollout."),
+        start: str = typer.Option(
+            None, "--from", help="First stage to run: plan, baseline, calibrate, quantize, validate, serve, bench, rollout."
+        ),
         until: str = typer.Option(None, "--until", help="Last stage to run."),
         force: bool = typer.Option(False, "--force", help="Redo stages even if their inputs and options are unchanged."),
         check: bool = typer.Option(False, "--check", help="Only validate pipeline.yaml and print the run directory."),
@@ -44,8 +46,8 @@ def register(app: typer.Typer) -> None:
         finally:
             signal.signal(signal.SIGTERM, previous)
         _print_summary(result)
-        for label, path in (("selected", result.selected), ("model card", result.model_card), ("report", result.report), ("bench", result.bench),
-                            ("rollout config", result.rollout)):
+        for label, path in (("selected", result.selected), ("model card", result.model_card), ("report", result.report),
+                            ("bench", result.bench), ("rollout config", result.rollout)):
             if path is not None:
                 typer.echo(f"{label}: {path}")
 

@@ -15,7 +15,8 @@ def register(app: typer.Typer) -> None:
     @app.command("serve")
     def serve(
         variant: str | None = typer.Option(
-            None, "--variant", help="Variant of the run directory to serve (needs a passing verdict); `selected`: the one validate --select chose."
+            None, "--variant",
+            help="Variant of the run directory to serve (needs a passing verdict); `selected`: the one validate --select chose.",
         ),
         model: Path | None = typer.Option(
             None, "--model", help="Plain checkpoint folder or .gguf file (the control; no verdict)."

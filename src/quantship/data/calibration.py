@@ -77,7 +77,9 @@ def validate_windows(windows: torch.Tensor, vocab_size: int, pad_ids: set[int]) 
             f"calibration token id {high if high >= vocab_size else low} is outside the model's vocabulary (0..{vocab_size - 1})",
             "use the tokenizer that belongs to this checkpoint",
         )
-    content = ~torch.isin(windows, torch.tensor(sorted(pad_ids), dtype=windows.dtype)) if pad_ids else torch.ones_like(windows, dtype=torch.bool)
+    content = (
+        ~torch.isin(windows, torch.tensor(sorted(pad_ids), dtype=windows.dtype)) if pad_ids else torch.ones_like(windows, dtype=torch.bool)
+    )
     empty = int((content.sum(dim=1) == 0).sum())
     if empty:
         raise InputError(f"{empty} calibration windows hold only padding/EOS tokens", "use a source with real text")

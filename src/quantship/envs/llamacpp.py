@@ -372,7 +372,10 @@ def _verify(root: Path, source: Path, build: Path, runner: _Runner) -> Toolchain
     bin_dir = build / "bin"
     for name in BINARIES:
         if not (bin_dir / name).exists():
-            raise InputError(f"the build did not produce {bin_dir / name}", f"see {log_path()} and rerun `quantship setup llama.cpp --force`")
+            raise InputError(
+                f"the build did not produce {bin_dir / name}",
+                f"see {log_path()} and rerun `quantship setup llama.cpp --force`",
+            )
     version_text = runner.output([str(bin_dir / "llama-server"), "--version"])
     build_line = next((line for line in version_text.splitlines() if line.startswith("version:")), "version: unknown")
     runner.output([sys.executable, "-c", "import llama_cpp; assert llama_cpp.llama_supports_mmap() is not None"])

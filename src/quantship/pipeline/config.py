@@ -143,7 +143,9 @@ class PipelineConfig(_Section):
         return self
 
     def resolved_run_dir(self, base: Path) -> Path:
-        return self.run_dir if self.run_dir is not None and self.run_dir.is_absolute() else base / (self.run_dir or Path("runs") / self.name)
+        return (
+            self.run_dir if self.run_dir is not None and self.run_dir.is_absolute() else base / (self.run_dir or Path("runs") / self.name)
+        )
 
 
 def parse_pipeline(data: object, origin: str) -> PipelineConfig:

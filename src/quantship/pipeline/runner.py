@@ -74,7 +74,7 @@ class Pipeline:
 
     def execute(self, stages: list[str]) -> PipelineResult:
         if {"plan", "baseline"} & set(stages):
-            self.checkpoint  # a wrong model path fails here, before anything is written
+            self.checkpoint  # noqa: B018 -- resolving it fails on a wrong model path here, before anything is written
         state = self._load_state()
         ok = False
         try:
@@ -101,7 +101,9 @@ class Pipeline:
 
     def _mark_rest(self, stages: list[str], failed: str) -> None:
         for stage in STAGES[STAGES.index(failed) + 1 :]:
-            self.result.stages.append(StageReport(stage, "not run", f"stopped at {failed}" if stage in stages else "outside --from/--until"))
+            self.result.stages.append(
+                StageReport(stage, "not run", f"stopped at {failed}" if stage in stages else "outside --from/--until")
+            )
 
     def _load_state(self) -> dict[str, Any]:
         try:
@@ -171,9 +173,9 @@ class Pipeline:
         return StageReport("quantize", status, sizes + (f"; not produced: {', '.join(missing)}" if missing else ""))
 
     def _validate(self, state: dict) -> StageReport:
+        from quantship.quantize.stage import completed_variants
         from quantship.validate.recover import RecoverOptions
         from quantship.validate.run import ValidateOptions
-        from quantship.quantize.stage import completed_variants
         from quantship.validate.stage import run_validate
 
         section = self.config.validate_
@@ -210,7 +212,10 @@ class Pipeline:
 
     def _unchanged(self, state: dict, stage: str, key: str) -> bool:
         recorded = state["stages"].get(stage, {})
-        return not self.force and not self.config.serve.keep_running and recorded.get("key") == key and recorded.get("status") in ("ran", "kept")
+        return (
+            not self.force and not self.config.serve.keep_running
+            and recorded.get("key") == key and recorded.get("status") in ("ran", "kept")
+        )
 
     def _bench_current(self, state: dict) -> bool:
         """The recorded bench measured this variant, baseline and settings, and its folder is there."""
@@ -275,7 +280,9 @@ class Pipeline:
         )
         common = {"run_dir": self.run.root, "options": options, "vllm_python": section.vllm_python,
                   "ready_timeout_s": section.ready_timeout_s, "say": self.console.print}
-        self._servers["baseline"] = start_server(model=baseline_checkpoint(self.run), stack=section.baseline_stack, name="baseline", **common)
+        self._servers["baseline"] = start_server(
+            model=baseline_checkpoint(self.run), stack=section.baseline_stack, name="baseline", **common
+        )
         self._servers[variant] = start_server(variant=variant, stack=section.stack, **common)
         return self._servers
 
@@ -312,7 +319,10 @@ class Pipeline:
         self.result.bench = folder
         dead = [s for s in report.summaries if s.ok == 0]
         if dead:
-            raise QuantshipError(f"every request to {dead[0].endpoint} at concurrency {dead[0].level:g} failed", f"see the server logs under {self.run.root / 'serve' / 'logs'}")
+            raise QuantshipError(
+                f"every request to {dead[0].endpoint} at concurrency {dead[0].level:g} failed",
+                f"see the server logs under {self.run.root / 'serve' / 'logs'}",
+            )
         return StageReport("bench", "ran", _throughput_line(report))
 
 

@@ -84,7 +84,10 @@ def dequantize_checkpoint(source: Path, target: Path) -> None:
     state = {k: v.to(torch.bfloat16).contiguous() for k, v in model.state_dict().items() if k in wanted}
     missing = wanted - set(state)
     if missing:
-        raise InputError(f"dequantizing {source} left {len(missing)} weights missing, e.g. {sorted(missing)[0]}", "check the source variant")
+        raise InputError(
+            f"dequantizing {source} left {len(missing)} weights missing, e.g. {sorted(missing)[0]}",
+            "check the source variant",
+        )
     target.mkdir(parents=True, exist_ok=True)
     split = split_torch_state_dict_into_shards(state, max_shard_size="5GB")
     for filename, names in split.filename_to_tensors.items():

@@ -241,7 +241,10 @@ def _imatrix(
         shutil.copyfile(cached.parent / f"{name}.log", log)
     output = log.read_text(encoding="utf-8", errors="replace")
     chunks = [int(n) for n in IMATRIX_STEP.findall(output)]
-    final_ppl = next((line.split("=", 1)[1].split("+/-")[0].strip() for line in output.splitlines() if line.startswith("Final estimate: PPL")), None)
+    final_ppl = next(
+        (line.split("=", 1)[1].split("+/-")[0].strip() for line in output.splitlines() if line.startswith("Final estimate: PPL")),
+        None,
+    )
     return {
         "file": IMATRIX_FILE,
         "calibration_sha256": calibration.sha256,

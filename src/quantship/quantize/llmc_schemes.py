@@ -138,7 +138,10 @@ def _refuse_options(spec: VariantSpec, scheme: Scheme) -> None:
             "remove `symmetric: false`",
         )
     if spec.act_order and spec.method not in ("gptq", "smoothquant-gptq"):
-        raise InputError(f"variant {spec.name!r}: act_order is a GPTQ option, {spec.method} has no column order", "remove act_order or use method gptq")
+        raise InputError(
+            f"variant {spec.name!r}: act_order is a GPTQ option, {spec.method} has no column order",
+            "remove act_order or use method gptq",
+        )
     if spec.group_size is not None and not scheme.grouped:
         raise InputError(
             f"variant {spec.name!r}: {scheme.name} uses per-channel/per-tensor scales, group_size does not apply",
@@ -163,10 +166,14 @@ def _resolve_overrides(spec: VariantSpec, scheme: Scheme, linear_columns: dict[s
             bf16 |= matched
             continue
         if scheme.weight_bits == 8:
-            raise InputError(f"variant {spec.name!r}: {scheme.name} is already 8-bit, an 8bit override changes nothing", "use precision bf16")
+            raise InputError(
+                f"variant {spec.name!r}: {scheme.name} is already 8-bit, an 8bit override changes nothing",
+                "use precision bf16",
+            )
         if LM_HEAD in matched:
             raise InputError(
-                f"variant {spec.name!r}: override {override.pattern!r} asks for an 8-bit lm_head; llm-compressor variants keep lm_head in bf16",
+                f"variant {spec.name!r}: override {override.pattern!r} asks for an 8-bit lm_head; "
+                "llm-compressor variants keep lm_head in bf16",
                 "drop lm_head from the pattern (it is already unquantized)",
             )
         eight |= matched
@@ -182,7 +189,10 @@ def _group_size(spec: VariantSpec, scheme: Scheme, columns: dict[str, int]) -> i
     if requested == -1:
         return None  # per output channel
     if requested < 1:
-        raise InputError(f"variant {spec.name!r}: group_size {requested} is not a positive size", "use 32, 64, 128, -1 (per channel) or auto")
+        raise InputError(
+            f"variant {spec.name!r}: group_size {requested} is not a positive size",
+            "use 32, 64, 128, -1 (per channel) or auto",
+        )
     bad = {n: c for n, c in columns.items() if c % requested}
     if bad:
         name, cols = next(iter(bad.items()))

@@ -69,7 +69,9 @@ class LLMCompressorBackend:
         with ctx.console.status(f"{spec.name}: loading {ctx.checkpoint}"):
             model = AutoModelForCausalLM.from_pretrained(str(ctx.checkpoint), dtype="auto")
             tokenizer = AutoTokenizer.from_pretrained(str(ctx.checkpoint))
-        ctx.console.print(f"{spec.name}: llm-compressor {spec.method} {plan.scheme.name}" + (f" over {samples} calibration windows" if samples else ""))
+        ctx.console.print(
+            f"{spec.name}: llm-compressor {spec.method} {plan.scheme.name}" + (f" over {samples} calibration windows" if samples else "")
+        )
         with _no_pinning_without_accelerator():
             oneshot(
                 model=model,

@@ -34,7 +34,10 @@ class NF4Backend:
         from quantship.quantize.llmcompressor_backend import model_layers
 
         if (spec.scheme or "NF4").upper() != "NF4":
-            raise InputError(f"variant {spec.name!r}: method nf4 has only scheme NF4, not {spec.scheme!r}", "remove scheme or set it to NF4")
+            raise InputError(
+                f"variant {spec.name!r}: method nf4 has only scheme NF4, not {spec.scheme!r}",
+                "remove scheme or set it to NF4",
+            )
         ignored = [option for option in _NOT_FOR_NF4 if option in spec.model_fields_set]
         if ignored:
             raise InputError(
@@ -51,7 +54,10 @@ class NF4Backend:
                 )
             matched = [n for n in columns if re.search(override.pattern, n)]
             if not matched:
-                raise InputError(f"variant {spec.name!r}: layer override {override.pattern!r} matches no Linear layer", "match names like model.layers.0.self_attn.k_proj")
+                raise InputError(
+                    f"variant {spec.name!r}: layer override {override.pattern!r} matches no Linear layer",
+                    "match names like model.layers.0.self_attn.k_proj",
+                )
             kept += [n for n in matched if n not in kept]
         return kept
 
@@ -73,7 +79,9 @@ class NF4Backend:
             llm_int8_skip_modules=skip,
         )
         with ctx.console.status(f"{spec.name}: quantizing to NF4 while loading ({device})"):
-            model = AutoModelForCausalLM.from_pretrained(str(ctx.checkpoint), quantization_config=config, dtype=torch.bfloat16, device_map=device)
+            model = AutoModelForCausalLM.from_pretrained(
+                str(ctx.checkpoint), quantization_config=config, dtype=torch.bfloat16, device_map=device
+            )
             model.save_pretrained(str(out_dir))
             AutoTokenizer.from_pretrained(str(ctx.checkpoint)).save_pretrained(str(out_dir))
         import bitsandbytes as bnb

@@ -254,7 +254,10 @@ _COMPANIONS = (
     "input_scale", "input_zero_point", "input_global_scale", "output_scale", "k_scale", "v_scale",
 )
 _WEIGHT_STORAGE = ("weight_packed", "weight", "weight_scale", "weight_zero_point", "weight_g_idx")
-_DTYPE_BYTES = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U8": 1, "BOOL": 1, "F8_E4M3": 1, "F8_E5M2": 1, "U16": 2, "U32": 4, "U64": 8}
+_DTYPE_BYTES = {
+    "F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U8": 1, "BOOL": 1,
+    "F8_E4M3": 1, "F8_E5M2": 1, "U16": 2, "U32": 4, "U64": 8,
+}
 
 
 @dataclass

@@ -25,7 +25,10 @@ def call(url: str, action: str, token: str | None, reason: str = "", timeout_s: 
         else:
             response = httpx.post(endpoint, headers=headers, json={"reason": reason}, timeout=timeout_s)
     except httpx.HTTPError as error:
-        raise InputError(f"cannot reach the rollout gateway at {url} ({error})", "check --url and that `quantship rollout serve` runs") from error
+        raise InputError(
+            f"cannot reach the rollout gateway at {url} ({error})",
+            "check --url and that `quantship rollout serve` runs",
+        ) from error
     if response.status_code >= 400:
         try:
             message = response.json()["error"]["message"]

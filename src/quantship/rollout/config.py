@@ -85,7 +85,9 @@ class Breaker(_Strict):
 class LiveKL(_Strict):
     """The control model judging sampled answers off the request path (rollout/judge.py)."""
 
-    sample_rate: float = Field(0.05, ge=0.0, le=1.0, description="share of treatment answers sent to the judge (of both variants when unpaired)")
+    sample_rate: float = Field(
+        0.05, ge=0.0, le=1.0, description="share of treatment answers sent to the judge (of both variants when unpaired)"
+    )
     queue_size: int = Field(64, ge=1, description="samples waiting to be scored; more are dropped and counted")
     min_samples: int = Field(10, ge=1, description="scores in the window (per variant when unpaired); fewer: insufficient")
     timeout_s: float = Field(30.0, gt=0, description="one scoring call to the control")

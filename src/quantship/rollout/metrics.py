@@ -33,7 +33,9 @@ class Metrics:
             "quantship_rollout_latency_seconds", "End-to-end request latency per variant.", ["variant"],
             buckets=_LATENCY_BUCKETS, registry=r,
         )
-        self.failovers = Counter("quantship_rollout_failovers", "Treatment requests answered by the control instead.", ["cause"], registry=r)
+        self.failovers = Counter(
+            "quantship_rollout_failovers", "Treatment requests answered by the control instead.", ["cause"], registry=r,
+        )
         self.unkeyed = Counter("quantship_rollout_unkeyed_requests", "Requests without a user key, routed by the fallback.", registry=r)
         self.quality = Gauge("quantship_rollout_quality", "Quality signals in the current window.", ["variant", "signal"], registry=r)
         self.stage = Gauge("quantship_rollout_stage", "Current stage index.", registry=r)

@@ -216,7 +216,9 @@ def _quality_breaches(c: WindowStats, t: WindowStats, th: Thresholds) -> list[tu
         return reasons  # nothing answered: no quality to judge
     if (t.repetition_rate > th.max_repetition_rate and t.repetition_rate - c.repetition_rate > th.repetition_margin
             and per_answer(t.repetition_rate, c.repetition_rate)):
-        reasons.append(("repetition", f"repetition rate {t.repetition_rate:.1%} > {th.max_repetition_rate:.0%} (control {c.repetition_rate:.1%})"))
+        reasons.append(
+            ("repetition", f"repetition rate {t.repetition_rate:.1%} > {th.max_repetition_rate:.0%} (control {c.repetition_rate:.1%})")
+        )
     if t.refusal_rate - c.refusal_rate > th.max_refusal_increase and per_answer(t.refusal_rate, c.refusal_rate):
         reasons.append(("refusal", f"refusal rate {t.refusal_rate:.1%} vs control {c.refusal_rate:.1%}"))
     if c.mean_tokens > 0 and t.mean_tokens / c.mean_tokens < th.min_length_ratio:

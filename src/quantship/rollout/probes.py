@@ -38,7 +38,7 @@ async def run_probes(
     results: dict[str, dict[str, bool]] = {}
     for variant in ("control", "treatment"):
         answers = await asyncio.gather(*(_ask(clients[variant], backends[variant], p) for p in probes))
-        results[variant] = {p.prompt: ok for p, ok in zip(probes, answers)}
+        results[variant] = {p.prompt: ok for p, ok in zip(probes, answers, strict=True)}
         for ok in answers:
             metrics.probes.labels(variant, "pass" if ok else "fail").inc()
     return ProbeRound(ts=time.time(), control=results["control"], treatment=results["treatment"])

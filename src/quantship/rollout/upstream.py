@@ -9,7 +9,6 @@ here once.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 from typing import Any
@@ -19,7 +18,7 @@ import aiohttp
 from quantship.rollout.config import Backend, Timeouts
 
 # Transport failures: refused, reset, timed out, a keep-alive connection the server had just closed.
-TRANSPORT_ERRORS = (aiohttp.ClientError, asyncio.TimeoutError)
+TRANSPORT_ERRORS = (aiohttp.ClientError, TimeoutError)
 _KEEPALIVE_S = 2.0  # under the 5 s after which vLLM's and llama-server's HTTP servers close idle connections
 
 
@@ -70,10 +69,10 @@ class BackendClient:
             try:
                 return await self.session.post(self.url + path, data=payload, headers=self.headers, timeout=timeout)
             except aiohttp.ClientConnectionError as error:
-                if retried or isinstance(error, asyncio.TimeoutError):
+                if retried or isinstance(error, TimeoutError):
                     raise Unreachable(f"{type(error).__name__}: {error}") from error
                 retried = True
-            except asyncio.TimeoutError as error:
+            except TimeoutError as error:
                 raise Unreachable(f"timed out: {error}") from error
 
     async def post_json(self, path: str, body: dict[str, Any], timeout_s: float | None = None) -> Reply:

@@ -111,9 +111,15 @@ def selected_variant(run_dir: Path) -> str:
     try:
         chosen = read_json(path).get("selected")
     except FileNotFoundError:
-        raise InputError(f"{path} does not exist", f"run `quantship validate --run-dir {run_dir} --select smallest-passing` first") from None
+        raise InputError(
+            f"{path} does not exist",
+            f"run `quantship validate --run-dir {run_dir} --select smallest-passing` first",
+        ) from None
     if not chosen:
-        raise InputError(f"no variant passed the gate in {run_dir} ({path})", "see report.html; serve a variant by name with --force to override")
+        raise InputError(
+            f"no variant passed the gate in {run_dir} ({path})",
+            "see report.html; serve a variant by name with --force to override",
+        )
     return chosen
 
 
@@ -310,7 +316,10 @@ def _served_gate(server: RunningServer, target: ServeTarget | None, say: Say) ->
     served = {k: v["value"] for k, v in result["checks"].items() if k.startswith("served:")}
     server.record["served_validation"] = {"passed": result["served"]["passed"], "checks": served}
     _write_record(server.record_path, server.record)
-    say("served-engine validation: " + ("PASS" if result["served"]["passed"] else "FAIL") + " " + " ".join(f"{k}={v:.4g}" for k, v in served.items() if v is not None))
+    say(
+        "served-engine validation: " + ("PASS" if result["served"]["passed"] else "FAIL") + " "
+        + " ".join(f"{k}={v:.4g}" for k, v in served.items() if v is not None)
+    )
     if not result["served"]["passed"] and not server.record.get("forced"):
         failed = [n for n in result["failed_checks"] if n.startswith("served:")]
         raise GateFailed(

@@ -65,7 +65,9 @@ def baseline_long_perplexity(baseline: BaselineData, plan: WindowPlan, cache_dir
     return value
 
 
-def long_context_check(variant_ppl: float, baseline_ppl: float, short_delta: float | None, plan: WindowPlan, thresholds: Thresholds) -> CheckResult:
+def long_context_check(
+    variant_ppl: float, baseline_ppl: float, short_delta: float | None, plan: WindowPlan, thresholds: Thresholds
+) -> CheckResult:
     delta = variant_ppl / baseline_ppl - 1 if math.isfinite(variant_ppl) else math.inf
     detail: dict[str, Any] = {
         "window": int(plan.input_ids.shape[1]),

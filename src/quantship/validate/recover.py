@@ -23,13 +23,13 @@ from pydantic import ValidationError
 from rich.console import Console
 
 from quantship.errors import InputError
+from quantship.models.loading import load_tokenizer
 from quantship.progress import progress_bar
 from quantship.quantize.gguf_types import OVERRIDE_TYPES
 from quantship.quantize.spec import LayerOverride, VariantSpec
 from quantship.quantize.stage import run_quantize
 from quantship.rundir import RunDir, atomic_write_json
 from quantship.validate.baseline_data import BaselineData
-from quantship.models.loading import load_tokenizer
 from quantship.validate.gate import Thresholds, failed_checks
 from quantship.validate.run import VALIDATION_DIR, ValidateOptions, measure_windows, validate_variant, variant_manifest
 from quantship.validate.scorers import open_scorer
@@ -51,9 +51,14 @@ def _source_spec(variant: str, manifest: dict[str, Any]) -> VariantSpec:
     """The variant's spec as the user gave it: options left at their defaults stay unset (GGUF refuses set llm-compressor options)."""
     try:
         fields = VariantSpec.model_fields
-        return VariantSpec(**{k: v for k, v in manifest["params"].items() if k not in fields or v != fields[k].get_default(call_default_factory=True)})
+        return VariantSpec(
+            **{k: v for k, v in manifest["params"].items() if k not in fields or v != fields[k].get_default(call_default_factory=True)}
+        )
     except (KeyError, TypeError, ValidationError):
-        raise InputError(f"variant {variant!r} was not produced by `quantship quantize`", "recover variants of the quantize stage") from None
+        raise InputError(
+            f"variant {variant!r} was not produced by `quantship quantize`",
+            "recover variants of the quantize stage",
+        ) from None
 
 
 def recover_variant(
@@ -114,7 +119,9 @@ def recover_variant(
             break
         if made.bits_per_weight is not None and made.bits_per_weight > recover.max_bits_per_weight:
             step["over_budget"] = True
-            record["outcome"] = f"{candidate.name} needs {made.bits_per_weight:.3f} bits/weight, over the budget of {recover.max_bits_per_weight}"
+            record["outcome"] = (
+                f"{candidate.name} needs {made.bits_per_weight:.3f} bits/weight, over the budget of {recover.max_bits_per_weight}"
+            )
             break
         screen = _screen(run_dir, candidate.name, baseline, thresholds, options, console)
         if screen is not None and screen["failed_checks"]:

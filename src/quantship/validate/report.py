@@ -94,7 +94,10 @@ def _check_table(results: list[dict[str, Any]]) -> str:
             f'<tr><td>{_esc(r["variant"])}</td><td>{_esc(r.get("format"))} / {_esc(r.get("runtime"))}</td>'
             f'<td>{_fmt(r.get("bits_per_weight"))}</td><td class="{"pass" if r["passed"] else "fail"}">{verdict}</td>{"".join(cells)}</tr>'
         )
-    return f'<table id="checks"><tr><th>variant</th><th>format / runtime</th><th>bits/weight</th><th>verdict</th>{head}</tr>{"".join(rows)}</table>'
+    return (
+        f'<table id="checks"><tr><th>variant</th><th>format / runtime</th><th>bits/weight</th><th>verdict</th>{head}</tr>'
+        f'{"".join(rows)}</table>'
+    )
 
 
 def _divergence_table(results: list[dict[str, Any]], per_variant: int = 3) -> str:
@@ -142,7 +145,12 @@ def write_report(run_dir: RunDir) -> Path:
     for record in load_recoveries(run_dir):
         if "sensitivity" in record:  # absent when the variant was already over the budget
             layers = record["sensitivity"]["layers"]
-            sensitivity += _img(sensitivity_chart(layers, f"{record['variant']} ({record.get('format', '')} {record.get('scheme', '')}): per-block sensitivity"), f"sensitivity of {record['variant']}")
+            sensitivity += _img(
+                sensitivity_chart(
+                    layers, f"{record['variant']} ({record.get('format', '')} {record.get('scheme', '')}): per-block sensitivity"
+                ),
+                f"sensitivity of {record['variant']}",
+            )
         sensitivity += _recovery_table(record)
     page = f"""<!doctype html><html><head><meta charset="utf-8"><title>quantship validation: {_esc(run_dir.root.name)}</title>
 <style>{_CSS}</style></head><body><h1>quantship validation — {_esc(run_dir.root.name)}</h1>

@@ -44,16 +44,22 @@ def validation_path(run_dir: RunDir, variant: str) -> Path:
 def variant_manifest(run_dir: RunDir, variant: str) -> dict[str, Any]:
     manifest = run_dir.manifest(f"variants/{variant}")
     if manifest is None:
-        raise InputError(f"no complete variant {variant!r} in {run_dir.root / 'variants'}", "run `quantship quantize` for it, or check the name")
+        raise InputError(
+            f"no complete variant {variant!r} in {run_dir.root / 'variants'}",
+            "run `quantship quantize` for it, or check the name",
+        )
     return manifest
 
 
 def validate_variant(
-    run_dir: RunDir, variant: str, baseline: BaselineData, thresholds: Thresholds, options: ValidateOptions, console: Console, force: bool = False
+    run_dir: RunDir, variant: str, baseline: BaselineData, thresholds: Thresholds, options: ValidateOptions,
+    console: Console, force: bool = False
 ) -> dict[str, Any]:
     """Measure `variant`; the verdict file is written even when checks fail or error."""
     manifest = variant_manifest(run_dir, variant)
-    key = sha256_json({"variant": manifest.get("fingerprint"), "baseline": baseline.fingerprint, "thresholds": thresholds, "options": options.__dict__})
+    key = sha256_json(
+        {"variant": manifest.get("fingerprint"), "baseline": baseline.fingerprint, "thresholds": thresholds, "options": options.__dict__}
+    )
     out = validation_path(run_dir, variant)
     if not force and out.exists():
         previous = read_json(out)
@@ -86,12 +92,27 @@ def validate_variant(
     if scorer is not None:
         try:
             short_delta = _window_checks(scorer, baseline, thresholds, options, console, checks, extras)
-            _guard(checks, "greedy", thresholds.max_greedy_regressions, lambda: _with_bar(console, f"{variant}: greedy references", len(baseline.references), lambda adv: greedy_check(scorer, baseline, tokenizer, thresholds, adv)))
-            _guard(checks, "probes", thresholds.max_probe_drop, lambda: _with_bar(console, f"{variant}: probes", len(baseline.probes), lambda adv: probe_check(scorer, baseline, tokenizer, thresholds, adv)))
+            _guard(
+                checks, "greedy", thresholds.max_greedy_regressions,
+                lambda: _with_bar(
+                    console, f"{variant}: greedy references", len(baseline.references),
+                    lambda adv: greedy_check(scorer, baseline, tokenizer, thresholds, adv),
+                ),
+            )
+            _guard(
+                checks, "probes", thresholds.max_probe_drop,
+                lambda: _with_bar(
+                    console, f"{variant}: probes", len(baseline.probes),
+                    lambda adv: probe_check(scorer, baseline, tokenizer, thresholds, adv),
+                ),
+            )
             if options.tasks:
                 checks.extend(_task_checks(scorer, baseline, tokenizer, thresholds, options, run_dir, console))
             if plan is not None:
-                _guard(checks, "long_context", thresholds.max_long_context_delta, lambda: _long(scorer, baseline, plan, short_delta, thresholds, run_dir, console, variant))
+                _guard(
+                    checks, "long_context", thresholds.max_long_context_delta,
+                    lambda: _long(scorer, baseline, plan, short_delta, thresholds, run_dir, console, variant),
+                )
         finally:
             scorer.close()
     order = [name for name, _, _ in _all_checks(thresholds, options.tasks)]
@@ -182,7 +203,8 @@ def window_checks(cmp: WindowComparison, baseline, thresholds, extras, tail: str
     measured = [
         CheckResult(
             "perplexity", delta, thresholds.max_perplexity_delta, "<=", unit="relative change",
-            detail={"baseline": baseline.perplexity, "variant": cmp.perplexity if math.isfinite(cmp.perplexity) else None, "tokens": cmp.tokens},
+            detail={"baseline": baseline.perplexity, "variant": cmp.perplexity if math.isfinite(cmp.perplexity) else None,
+                    "tokens": cmp.tokens},
         ),
         CheckResult("kl_mean", mean, thresholds.max_kl_mean, "<=", unit="nats", detail={"method": tail, "median": float(kl.median())}),
         CheckResult("kl_p99", p99, thresholds.max_kl_p99, "<=", unit="nats", detail={"method": tail, "max": float(kl.max())}),

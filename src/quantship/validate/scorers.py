@@ -42,7 +42,9 @@ def open_scorer(folder: Path, manifest: dict[str, Any], tokenizer, dtype: str, d
     raise InputError(f"{folder}: unknown variant format {fmt!r}", "re-run `quantship quantize` for it")
 
 
-def _finish(prompt_id: str, prompt_ids: list[int], new: list[int], step_logits: list[torch.Tensor], tokenizer, eos, topk: int) -> Generation:
+def _finish(
+    prompt_id: str, prompt_ids: list[int], new: list[int], step_logits: list[torch.Tensor], tokenizer, eos, topk: int
+) -> Generation:
     logprobs = torch.log_softmax(torch.stack([s.float() for s in step_logits]), dim=-1)
     values, indices = logprobs.topk(topk, dim=-1)
     return Generation(

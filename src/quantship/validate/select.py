@@ -17,7 +17,8 @@ def select_variant(run_dir: RunDir, results: list[dict[str, Any]], policy: str) 
     passing.sort(key=lambda r: (r["bits_per_weight"], r.get("size_bytes") or 0, r["variant"]))
     chosen = passing[0] if passing else None
     candidates = [
-        {"variant": r["variant"], "passed": r.get("passed") is True, "bits_per_weight": r.get("bits_per_weight"), "failed_checks": r.get("failed_checks", [])}
+        {"variant": r["variant"], "passed": r.get("passed") is True, "bits_per_weight": r.get("bits_per_weight"),
+         "failed_checks": r.get("failed_checks", [])}
         for r in results
     ]
     if chosen is None:

@@ -90,7 +90,10 @@ def gguf_block_weights(path: Path, checkpoint: Path) -> dict[str, torch.Tensor]:
             values = unpermute_rope(values, int(heads[kind]))
         weights[name] = torch.from_numpy(np.array(values, dtype=np.float32))
     if not weights:
-        raise InputError(f"{path.name}: no decoder-block tensor maps to a weight of {checkpoint}", "quantize the variant from this run's baseline")
+        raise InputError(
+            f"{path.name}: no decoder-block tensor maps to a weight of {checkpoint}",
+            "quantize the variant from this run's baseline",
+        )
     return weights
 
 

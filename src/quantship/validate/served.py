@@ -56,7 +56,10 @@ class Endpoint:
             response.raise_for_status()
             ids = [m["id"] for m in response.json().get("data", [])]
         except (httpx.HTTPError, ValueError, KeyError, TypeError) as error:
-            raise InputError(f"{self.root} is not an OpenAI-compatible server ({type(error).__name__}: {error})", "pass the URL of a running server, e.g. http://127.0.0.1:8000") from None
+            raise InputError(
+                f"{self.root} is not an OpenAI-compatible server ({type(error).__name__}: {error})",
+                "pass the URL of a running server, e.g. http://127.0.0.1:8000",
+            ) from None
         if len(ids) != 1:
             raise InputError(f"{self.root} serves {len(ids)} models ({', '.join(ids) or 'none'})", "name one with --served-model")
         return ids[0]
@@ -107,10 +110,13 @@ def require_same_tokenizer(endpoint: Endpoint, tokenizer) -> None:
         rows = endpoint.completion(ours, 0)["choices"][0]["prompt_logprobs"]
         theirs_text = "".join(next(iter(r.values()))["decoded_token"] for r in rows[1:] if r)
         if theirs_text != tokenizer.decode(ours[1:]):
-            raise InputError(f"{endpoint.root} decodes the baseline's token ids differently ({theirs_text[:40]!r})", "serve a model with the baseline's tokenizer")
+            raise InputError(
+                f"{endpoint.root} decodes the baseline's token ids differently ({theirs_text[:40]!r})",
+                "serve a model with the baseline's tokenizer",
+            )
         return
     if theirs != ours:
-        first = next((i for i, (a, b) in enumerate(zip(ours, theirs)) if a != b), min(len(ours), len(theirs)))
+        first = next((i for i, (a, b) in enumerate(zip(ours, theirs, strict=False)) if a != b), min(len(ours), len(theirs)))
         raise InputError(
             f"the tokenizer served at {endpoint.root} differs from the baseline's: {PROBE_TEXT!r} is {len(theirs)} tokens there, "
             f"{len(ours)} here, first difference at token {first}",
@@ -122,7 +128,7 @@ def score_endpoint(endpoint: Endpoint, baseline: BaselineData, on_window: Callab
     """Every baseline window through the server, targets in the order the baseline stored them."""
     nll_sum, tokens, offset, full = 0.0, 0, 0, 0
     kls, agrees = [], []
-    for ids, first in zip(baseline.plan.input_ids.tolist(), baseline.plan.first_target.tolist()):
+    for ids, first in zip(baseline.plan.input_ids.tolist(), baseline.plan.first_target.tolist(), strict=True):
         rows = endpoint.completion(ids, SERVED_TOPK)["choices"][0].get("prompt_logprobs") or []
         if len(rows) != len(ids):
             raise InputError(f"{endpoint.root} returned {len(rows)} prompt positions for {len(ids)} tokens", NO_PROMPT_LOGPROBS_FIX)

@@ -38,7 +38,9 @@ def control_path(run_dir: RunDir) -> Path:
     return run_dir.root / VALIDATION_DIR / "served" / f"{CONTROL}.json"
 
 
-def measure_served(endpoint: Endpoint, baseline: BaselineData, thresholds: Thresholds, console: Console) -> tuple[list[CheckResult], dict[str, Any]]:
+def measure_served(
+    endpoint: Endpoint, baseline: BaselineData, thresholds: Thresholds, console: Console
+) -> tuple[list[CheckResult], dict[str, Any]]:
     """Refuse an endpoint that cannot be compared; otherwise the four window checks as the server scores them."""
     require_prompt_logprobs(endpoint)
     require_same_tokenizer(endpoint, load_tokenizer(baseline.checkpoint))
@@ -91,7 +93,12 @@ def served_verdict(
         "in_process_passed": bool(in_process_passed),
         "failed_checks": [n for n in verdict.get("failed_checks", []) if not n.startswith(PREFIX)] + served_failed,
         "checks": checks,
-        "served": {**info, "passed": not served_failed, "validated_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)), "wall_time_s": round(time.time() - started, 3)},
+        "served": {
+            **info,
+            "passed": not served_failed,
+            "validated_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
+            "wall_time_s": round(time.time() - started, 3),
+        },
     }
     if verdict.get("variant") == CONTROL:
         atomic_write_json(control_path(run_dir), result)
@@ -109,7 +116,10 @@ def control_verdict(baseline: BaselineData, thresholds: Thresholds) -> dict[str,
         "checkpoint": str(baseline.checkpoint),
         "baseline_fingerprint": baseline.fingerprint,
         "thresholds": thresholds.model_dump(),
-        "checks": {name: {"value": value, "passed": True, "detail": {"method": "the baseline scored against itself"}} for name, value in CONTROL_IN_PROCESS.items()},
+        "checks": {
+            name: {"value": value, "passed": True, "detail": {"method": "the baseline scored against itself"}}
+            for name, value in CONTROL_IN_PROCESS.items()
+        },
     }
 
 

@@ -77,7 +77,10 @@ def run_validate_served(
     from quantship.validate.served_gate import CONTROL, control_verdict, served_verdict
 
     baseline = load_baseline(run)
-    verdict = control_verdict(baseline, thresholds) if variant == CONTROL else validate_variant(run, variant, baseline, thresholds, options, console, force=force)
+    verdict = (
+        control_verdict(baseline, thresholds) if variant == CONTROL
+        else validate_variant(run, variant, baseline, thresholds, options, console, force=force)
+    )
     endpoint = Endpoint(url, served_model)
     try:
         return served_verdict(run, verdict, endpoint, baseline, thresholds, console)

@@ -19,6 +19,7 @@ import os
 import random
 import re
 from pathlib import Path
+
 import torch
 
 from quantship.data.sources import builtin_documents
