@@ -144,7 +144,13 @@ def test_any_gateway_replica_answers_from_the_shared_window(generated, shared_re
         with GatewayServer(base) as serving, GatewayServer(base) as asked:
             _advance(serving, templates["quantship-advance"], "canary")
             _traffic(serving, 60)
-            answer = httpx.get(f"{asked.url}/rollout/analysis", timeout=10).json()
+            # The serving replica writes its window once per flush_interval_s: the other sees it within that.
+            deadline = time.monotonic() + 2 * base.flush_interval_s + 5
+            while True:
+                answer = httpx.get(f"{asked.url}/rollout/analysis", timeout=10).json()
+                if min(answer["samples"].values()) >= config_data["window_min_samples"] or time.monotonic() > deadline:
+                    break
+                time.sleep(0.1)
             assert answer["stage_name"] == "canary"
             assert min(answer["samples"].values()) >= config_data["window_min_samples"]
             assert answer["verdict"] == "pass"

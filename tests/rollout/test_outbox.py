@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
-import shutil
 import time
 
 import pytest
@@ -13,16 +11,14 @@ from quantship.rollout.state import ROLLED_BACK, RolloutState
 from quantship.rollout.store import RedisStore, SqliteStore, Store
 from quantship.rollout.webhook import MAX_BACKOFF_S, WebhookOutbox
 from tests.rollout.helpers import GatewayServer, make_config
-
-_NO_REDIS = shutil.which("redis-server") is None and os.environ.get("CI") != "true"  # CI must have it: fail there
+from tests.support.requires import check
 
 
 @pytest.fixture(params=["sqlite", "redis"])
 def store_factory(request, tmp_path):
     if request.param == "sqlite":
         return lambda: SqliteStore(tmp_path / "rollout.db", "exp1")
-    if _NO_REDIS:
-        pytest.skip("redis-server is not installed (the README's setup installs it)")
+    check("redis-server")
     url = request.getfixturevalue("redis_url")
     return lambda: RedisStore(url, "exp1")
 
@@ -93,8 +89,7 @@ def test_delivery_retries_with_backoff_and_the_receiver_sees_each_event_once(tmp
 
 
 def test_two_replicas_on_redis_deliver_a_rollback_once(tmp_path, request, control, treatment, webhook):
-    if _NO_REDIS:
-        pytest.skip("redis-server is not installed (the README's setup installs it)")
+    check("redis-server")
     url = request.getfixturevalue("redis_url")
     config = make_config(tmp_path, control.url, treatment.url, store=url, webhook_url=webhook.url, webhook_retry_s=0.05)
     with GatewayServer(config) as a, GatewayServer(config) as b:
