@@ -360,7 +360,9 @@ class Gateway:
         reader = CompletionReader()
         try:
             if not stream or response.status >= 400:
-                return Upstream(response, await response.read(), reader)
+                content = await response.read()
+                response.release()  # the whole body is in: the connection goes back to the pool
+                return Upstream(response, content, reader)
             prefix = []  # hold only what precedes the first token (e.g. the role chunk), then commit to this backend
             while not (reader.content_events or reader.finish_reason):
                 chunk = await response.content.readany()
