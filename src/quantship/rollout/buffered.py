@@ -19,6 +19,7 @@ import logging
 from collections import Counter
 from typing import Any
 
+from quantship.rollout.background import stop_if_cancelled
 from quantship.rollout.quality import Observation
 from quantship.rollout.store import Store
 
@@ -61,6 +62,7 @@ class BufferedStore:
             try:
                 await self.flush()
             except Exception:
+                stop_if_cancelled()
                 log.exception("writing request counters to the store failed; retrying at the next interval")
 
     async def counters(self) -> dict[str, int]:

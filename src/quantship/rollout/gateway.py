@@ -37,6 +37,7 @@ from starlette.routing import Route
 from quantship.rollout import analysis, logprobs
 from quantship.rollout.asgi import JSON_TYPE, SSE_TYPE, Receive, Reply, Send, header, read_body
 from quantship.rollout.assign import CONTROL, TREATMENT, assign
+from quantship.rollout.background import stop_if_cancelled
 from quantship.rollout.breaker import OPEN, CircuitBreaker
 from quantship.rollout.buffered import BufferedStore
 from quantship.rollout.config import RolloutConfig
@@ -143,12 +144,14 @@ class Gateway:
             try:
                 await self.controller.tick()
             except Exception:  # a store hiccup must not stop the monitor for good
+                stop_if_cancelled()
                 log.exception("rollout check failed; retrying at the next interval")
 
     async def _judge_loop(self) -> None:
         try:
             await self.judge.run(self.clients[CONTROL], self.clients[TREATMENT])
         except Exception:  # never reached by design; a judge bug must not go unseen, nor take the gateway down
+            stop_if_cancelled()
             log.exception("live KL scorer stopped")
 
     async def _probe_loop(self) -> None:
@@ -158,6 +161,7 @@ class Gateway:
                 if self.controller.leader and state is not None and state.status != "rolled_back":
                     self.controller.probes = await run_probes(self.config.probes, self.clients, self.backends, self.metrics)
             except Exception:
+                stop_if_cancelled()
                 log.exception("known-answer probes failed; retrying at the next interval")
             await asyncio.sleep(self.config.probe_interval_s)
 
@@ -173,6 +177,7 @@ class Gateway:
                 if self.controller.leader:
                     await self.outbox.deliver_due()
             except Exception:
+                stop_if_cancelled()
                 log.exception("webhook delivery failed; retrying at the next interval")
 
     # -- routes ----------------------------------------------------------------------

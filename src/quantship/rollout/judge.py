@@ -33,6 +33,7 @@ from typing import Any
 
 from quantship.rollout import logprobs
 from quantship.rollout.assign import TREATMENT
+from quantship.rollout.background import stop_if_cancelled
 from quantship.rollout.buffered import BufferedStore
 from quantship.rollout.config import LiveKL
 from quantship.rollout.metrics import Metrics
@@ -120,6 +121,7 @@ class Judge:
                 self.state = ENABLED
                 self.metrics.live_kl_enabled.set(1)
             except (CannotScore, ControlFailed, ValueError) as error:
+                stop_if_cancelled()
                 server_errors += not isinstance(error, CannotScore)
                 if isinstance(error, CannotScore) or server_errors >= _PROBE_SERVER_ERRORS:
                     self.state = DISABLED
@@ -127,12 +129,14 @@ class Judge:
                     return
                 await asyncio.sleep(self.retry_s)
             except Unreachable:  # not up yet: ask again, without a warning per try
+                stop_if_cancelled()
                 await asyncio.sleep(self.retry_s)
         while True:
             sample = await self.queue.get()
             try:
                 nll, tokens = await self.score(sample)
             except (Unreachable, ControlFailed, CannotScore, ValueError, KeyError, TypeError) as error:
+                stop_if_cancelled()
                 self.metrics.live_kl_samples.labels(sample.variant, "failed").inc()
                 log.debug("live KL: scoring one answer failed: %s", error)
                 continue
@@ -157,6 +161,7 @@ class Judge:
             choices = response.json().get("choices") if response.status == 200 else None
             paired = bool(choices) and logprobs.of_choice(choices[0])[1] > 0
         except (Unreachable, ValueError, AttributeError, TypeError):
+            stop_if_cancelled()
             paired = False
         if not paired:
             log.warning("live KL without the treatment's log-probabilities: the cross-entropy gap of different answers "

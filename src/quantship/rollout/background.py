@@ -1,0 +1,18 @@
+"""The gateway's background loops survive a failing step, never a cancel.
+
+Every loop (checks, store flush, probes, webhooks, the judge) catches a step's errors and
+tries again at the next interval. Some clients turn a task's cancel into an error of their
+own (redis-py's asyncio client did, when a gateway on Redis shut down mid-check): caught as
+a failure, the loop went on, and the gateway never finished shutting down.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+
+def stop_if_cancelled() -> None:
+    """Call in a loop's `except`: re-raise the cancel that a library turned into its own error."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
