@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import re
 import signal
 import statistics
@@ -114,10 +113,10 @@ def _start_quantship(backend: str, port: int, workdir: Path) -> subprocess.Popen
     return start_gateway_process(path, port, workdir / "gateway.log")
 
 
-def _tree_cpu_s(process: psutil.Process) -> float:
-    """User + system seconds of a process and its children (LiteLLM may fork workers); of this process alone."""
+def _tree_cpu_s(process: psutil.Process, tree: bool = True) -> float:
+    """User + system seconds of a process and, with `tree`, its children (LiteLLM may fork workers)."""
     total = 0.0
-    for p in [process, *(process.children(recursive=True) if process.pid != os.getpid() else [])]:
+    for p in [process, *(process.children(recursive=True) if tree else [])]:
         try:
             times = p.cpu_times()
         except psutil.NoSuchProcess:
@@ -150,7 +149,8 @@ def main() -> None:
         if peer_python:
             gateways["litellm"] = start_litellm(backend.url, STUB_MODEL, ports["litellm"], Path(tmp))
         cpu = {name: psutil.Process(g.pid) for name, g in gateways.items()}
-        everyone = {**cpu, "backend": psutil.Process(backend.process.pid), "load generator": psutil.Process()}
+        everyone = {**cpu, "backend": psutil.Process(backend.process.pid)}
+        generator = psutil.Process()  # this process: its children are the servers, counted above
         try:
             targets = {"direct": f"{backend.base_url}/chat/completions",
                        **{name: f"http://127.0.0.1:{port}/v1/chat/completions" for name, port in ports.items()}}
@@ -162,9 +162,9 @@ def main() -> None:
                 spent = dict.fromkeys(gateways, 0.0)
                 machine = dict.fromkeys(targets, 0.0)  # CPU of everything on the machine during a path's turns
                 for name in turns:  # interleaved, so drift on a shared machine hits every path alike
-                    before = {g: _tree_cpu_s(p) for g, p in everyone.items()}
+                    before = {**{g: _tree_cpu_s(p) for g, p in everyone.items()}, "load generator": _tree_cpu_s(generator, tree=False)}
                     turn = asyncio.run(measure(targets[name], concurrency, per_turn, args.tokens))
-                    after = {g: _tree_cpu_s(p) for g, p in everyone.items()}
+                    after = {**{g: _tree_cpu_s(p) for g, p in everyone.items()}, "load generator": _tree_cpu_s(generator, tree=False)}
                     for key in ("latency", "ttft"):
                         samples[name][key] += turn[key]
                     samples[name]["errors"] += turn["errors"]

@@ -7,7 +7,6 @@ the traffic, so they speak ASGI directly and Starlette keeps the rest.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -25,11 +24,6 @@ def header(scope: dict[str, Any], name: bytes) -> str | None:
         if key == name:
             return value.decode("latin-1")
     return None
-
-
-def encode(body: Any) -> bytes:
-    """JSON as the gateway's other routes write it (Starlette's JSONResponse)."""
-    return json.dumps(body, ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode()
 
 
 async def read_body(scope: dict[str, Any], receive: Receive, limit: int) -> bytes:
@@ -74,4 +68,4 @@ class Reply:
         await self.end(content)
 
     async def error(self, error: ApiError, headers: list[tuple[bytes, bytes]] = ()) -> None:
-        await self.whole(error.status, encode(error.body()), JSON_TYPE, list(headers))
+        await self.whole(error.status, error.response().body, JSON_TYPE, list(headers))  # the one OpenAI error encoding
