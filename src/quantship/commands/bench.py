@@ -6,8 +6,9 @@ from pathlib import Path
 
 import typer
 
-from quantship.commands.common import name_option, resolve_run_dir, run_dir_option
+from quantship.commands.common import given, name_option, option, resolve_run_dir, run_dir_option
 from quantship.errors import InputError
+from quantship.options import BenchOptions
 
 
 def _levels(text: str, option: str, integer: bool) -> list[float]:
@@ -26,43 +27,28 @@ def _levels(text: str, option: str, integer: bool) -> list[float]:
 def register(app: typer.Typer) -> None:
     @app.command("bench")
     def bench(
+        ctx: typer.Context,
         url: str = typer.Option(..., "--url", help="Baseline server root or /v1 URL, e.g. http://127.0.0.1:8000."),
         model: str = typer.Option(None, "--model", help="Served model name (default: the first in /v1/models)."),
         label: str = typer.Option(None, "--label", help="Name in tables and plots (default: the model name)."),
         compare_url: str = typer.Option(None, "--compare-url", help="Second endpoint, measured side by side."),
         compare_model: str = typer.Option(None, "--compare-model", help="Served model name at --compare-url."),
         compare_label: str = typer.Option(None, "--compare-label", help="Name of the second endpoint."),
-        api: str = typer.Option("chat", "--api", help="chat (/v1/chat/completions) or completions (/v1/completions)."),
-        concurrency: str = typer.Option(
-            None, "--concurrency", help="Fixed-concurrency sweep, e.g. 1,4,16 (default 1)."
-        ),
-        rate: str = typer.Option(None, "--rate", help="Poisson request rates in req/s instead, e.g. 0.5,2."),
-        max_concurrency: int = typer.Option(
-            None, "--max-concurrency", min=1, help="Cap on requests in flight in --rate mode."
-        ),
-        requests: int = typer.Option(32, "--requests", min=1, help="Measured requests per endpoint and level."),
-        max_tokens: int = typer.Option(64, "--max-tokens", min=1, help="Output tokens per request."),
-        ignore_eos: bool = typer.Option(
-            True, "--ignore-eos/--stop-at-eos", help="Generate exactly --max-tokens (vLLM, llama.cpp)."
-        ),
-        warmup: int = typer.Option(
-            2, "--warmup", min=0, help="Unmeasured requests per endpoint before the first level."
-        ),
-        rounds: int = typer.Option(2, "--rounds", min=1, help="ABBA rounds per level when comparing two endpoints."),
-        slo_ttft_ms: float = typer.Option(None, "--slo-ttft-ms", min=0, help="Goodput target for time to first token."),
-        slo_e2e_ms: float = typer.Option(None, "--slo-e2e-ms", min=0, help="Goodput target for end-to-end latency."),
-        prompts: str = typer.Option(
-            "builtin", "--prompts", help='`builtin` or a JSONL file of {"prompt"} / {"messages"}.'
-        ),
-        seed: int = typer.Option(0, "--seed", help="Seed of the Poisson arrival times."),
-        timeout_s: float = typer.Option(
-            300.0, "--timeout-s", min=1, help="Limit per request; slower ones count as errors."
-        ),
-        server_metrics: bool = typer.Option(
-            True,
-            "--server-metrics/--no-server-metrics",
-            help="Cross-check against the server's /metrics histograms (vLLM).",
-        ),
+        api: str = option(BenchOptions, "api", "--api"),
+        concurrency: str = option(BenchOptions, "concurrency", "--concurrency"),
+        rate: str = option(BenchOptions, "rate", "--rate"),
+        max_concurrency: int = option(BenchOptions, "max_concurrency", "--max-concurrency"),
+        requests: int = option(BenchOptions, "requests", "--requests"),
+        max_tokens: int = option(BenchOptions, "max_tokens", "--max-tokens"),
+        ignore_eos: bool = option(BenchOptions, "ignore_eos", "--ignore-eos/--stop-at-eos"),
+        warmup: int = option(BenchOptions, "warmup", "--warmup"),
+        rounds: int = option(BenchOptions, "rounds", "--rounds"),
+        slo_ttft_ms: float = option(BenchOptions, "slo_ttft_ms", "--slo-ttft-ms"),
+        slo_e2e_ms: float = option(BenchOptions, "slo_e2e_ms", "--slo-e2e-ms"),
+        prompts: str = option(BenchOptions, "prompts", "--prompts"),
+        seed: int = option(BenchOptions, "seed", "--seed"),
+        timeout_s: float = option(BenchOptions, "timeout_s", "--timeout-s"),
+        server_metrics: bool = option(BenchOptions, "server_metrics", "--server-metrics/--no-server-metrics"),
         metrics_url: str = typer.Option(
             None, "--metrics-url", help="Prometheus URL of --url's server (default: <root>/metrics)."
         ),
@@ -82,7 +68,6 @@ def register(app: typer.Typer) -> None:
         """
         from rich.console import Console
 
-        from quantship.bench.models import BenchSettings
         from quantship.bench.output import bench_into_run_dir
         from quantship.bench.progress import RichProgress
         from quantship.bench.prompts import load_prompts
@@ -92,7 +77,7 @@ def register(app: typer.Typer) -> None:
 
         if api not in ("chat", "completions"):
             raise InputError(f"--api {api!r} is not known", "use --api chat or --api completions")
-        if concurrency is not None and rate is not None:
+        if "concurrency" in given(ctx) and rate is not None:
             raise InputError(
                 "--concurrency and --rate were both given", "sweep one: concurrency levels or request rates"
             )
@@ -102,34 +87,24 @@ def register(app: typer.Typer) -> None:
             )
         if "/" in tag or tag.startswith("."):
             raise InputError(f"--tag {tag!r} must be a plain folder name", "e.g. --tag bf16-vs-w4a16")
-        mode = "rate" if rate is not None else "concurrency"
-        levels = (
-            _levels(rate, "--rate", False) if rate is not None else _levels(concurrency or "1", "--concurrency", True)
+        sweep = (
+            {"rate": _levels(rate, "--rate", False)} if rate is not None
+            else {"concurrency": [int(c) for c in _levels(concurrency, "--concurrency", True)]}
+        )
+        options = BenchOptions(
+            api=api, max_concurrency=max_concurrency, requests=requests, max_tokens=max_tokens, ignore_eos=ignore_eos,
+            warmup=warmup, rounds=rounds, slo_ttft_ms=slo_ttft_ms, slo_e2e_ms=slo_e2e_ms, prompts=prompts, seed=seed,
+            timeout_s=timeout_s, server_metrics=server_metrics, **sweep,
         )
         prompt_set = load_prompts(prompts)
         targets = [resolve_target(url, model, api, label, metrics_url)]
         if compare_url:
             other = resolve_target(compare_url, compare_model, api, compare_label, compare_metrics_url)
             targets = list(distinct_labels(targets[0], other))
-        settings = BenchSettings(
-            mode=mode,
-            levels=levels,
-            requests=requests,
-            warmup=warmup,
-            max_tokens=max_tokens,
-            ignore_eos=ignore_eos,
-            rounds=rounds,
-            seed=seed,
-            timeout_s=timeout_s,
-            max_concurrency=max_concurrency,
-            slo_ttft_ms=slo_ttft_ms,
-            slo_e2e_ms=slo_e2e_ms,
-            prompts=prompts,
-            prompt_count=len(prompt_set),
-        )
+        settings = options.settings(len(prompt_set))
         with RichProgress() as progress:
             report, folder = bench_into_run_dir(
-                RunDir(resolve_run_dir(run_dir, name)), tag, targets, prompt_set, settings, progress, server_metrics
+                RunDir(resolve_run_dir(run_dir, name)), tag, targets, prompt_set, settings, progress, options.server_metrics
             )
         console = Console()
         for table in level_tables(report):

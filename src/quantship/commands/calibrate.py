@@ -4,7 +4,8 @@ from pathlib import Path
 
 import typer
 
-from quantship.commands.common import name_option, resolve_run_dir, run_dir_option
+from quantship.commands.common import name_option, option, resolve_run_dir, run_dir_option
+from quantship.options import CalibrationOptions
 
 
 def register(app: typer.Typer) -> None:
@@ -13,19 +14,19 @@ def register(app: typer.Typer) -> None:
         model: Path = typer.Option(None, "--model", help="Checkpoint whose tokenizer to use (default: the run's baseline)."),
         run_dir: Path = run_dir_option(),
         name: str = name_option(),
-        source: str = typer.Option("builtin:calibration", "--source", help="Calibration text (see docs/data.md)."),
-        pad_source: str = typer.Option(None, "--pad-source", help="Second source that fills up when the first is short."),
-        samples: int = typer.Option(128, "--samples", help="Number of windows (N)."),
-        seq_len: int = typer.Option(512, "--seq-len", help="Tokens per window (L)."),
-        seed: int = typer.Option(0, "--seed", help="Seed for document order and window choice."),
-        chat: bool = typer.Option(False, "--chat", help="Format samples with the tokenizer's chat template."),
+        source: str = option(CalibrationOptions, "source", "--source"),
+        pad_source: str = option(CalibrationOptions, "pad_source", "--pad-source"),
+        samples: int = option(CalibrationOptions, "samples", "--samples"),
+        seq_len: int = option(CalibrationOptions, "seq_len", "--seq-len"),
+        seed: int = option(CalibrationOptions, "seed", "--seed"),
+        chat: bool = option(CalibrationOptions, "chat", "--chat"),
         force: bool = typer.Option(False, "--force", help="Rebuild even if inputs and options are unchanged."),
     ) -> None:
         """Build and validate calibration token windows from a text source."""
         from quantship.progress import stderr_console
         from quantship.rundir import RunDir
         from quantship.stages.baseline import baseline_checkpoint
-        from quantship.stages.calibrate import CalibrationOptions, run_calibrate
+        from quantship.stages.calibrate import run_calibrate
 
         root = resolve_run_dir(run_dir, name)
         run = RunDir(root)

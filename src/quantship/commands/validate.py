@@ -6,38 +6,30 @@ from pathlib import Path
 
 import typer
 
-from quantship.commands.common import name_option, resolve_run_dir, run_dir_option
+from quantship.commands.common import given, name_option, option, resolve_run_dir, run_dir_option
+from quantship.options import RecoverOptions, ValidateOptions, ValidateStageOptions
+from quantship.validate.gate import Thresholds
 
 
 def register(app: typer.Typer) -> None:
     @app.command("validate")
     def validate(
+        ctx: typer.Context,
         variant: list[str] = typer.Option(None, "--variant", "-v", help="Variant(s) to validate (default: every variant in the run)."),
         run_dir: Path = run_dir_option(),
         name: str = name_option(),
         thresholds_file: Path = typer.Option(None, "--thresholds", help="YAML file of gate thresholds (see docs/validate.md)."),
-        max_perplexity_delta: float = typer.Option(
-            None, "--max-perplexity-delta",
-            help="Fail above this relative perplexity increase (default 0.10).",
-        ),
-        max_kl_mean: float = typer.Option(None, "--max-kl-mean", help="Fail above this mean KL, nats (default 0.05)."),
-        min_top1: float = typer.Option(None, "--min-top1-agreement", help="Fail below this same-top-token rate (default 0.90)."),
-        long_window: int = typer.Option(2048, "--long-window", help="Longest window for the long-context slice (capped by the model)."),
-        long_windows: int = typer.Option(2, "--long-windows", help="Number of long windows."),
-        recover: bool = typer.Option(
-            False, "--recover",
-            help=(
-                "For failing llm-compressor or GGUF variants: keep the most sensitive blocks at 8-bit (W8A16 / Q8_0), "
-                "requantize, revalidate."
-            ),
-        ),
-        max_bits_per_weight: float = typer.Option(8.0, "--max-bits-per-weight", help="--recover stops before a variant exceeds this size."),
-        blocks_per_step: int = typer.Option(2, "--blocks-per-step", help="--recover: blocks moved to higher precision per step."),
-        tasks: str = typer.Option(
-            "quantship_cloze,quantship_next_sentence", "--tasks",
-            help="Comma-separated lm-eval tasks (built-in offline ones by default; 'none' skips task accuracy).",
-        ),
-        select: str = typer.Option(None, "--select", help="Write validation/selected.json by this policy: smallest-passing."),
+        max_perplexity_delta: float = option(Thresholds, "max_perplexity_delta", "--max-perplexity-delta"),
+        max_kl_mean: float = option(Thresholds, "max_kl_mean", "--max-kl-mean"),
+        min_top1_agreement: float = option(Thresholds, "min_top1_agreement", "--min-top1-agreement"),
+        long_window: int = option(ValidateOptions, "long_window", "--long-window"),
+        long_windows: int = option(ValidateOptions, "long_windows", "--long-windows"),
+        recover: bool = option(ValidateStageOptions, "recover", "--recover"),
+        max_bits_per_weight: float = option(RecoverOptions, "max_bits_per_weight", "--max-bits-per-weight"),
+        blocks_per_step: int = option(RecoverOptions, "blocks_per_step", "--blocks-per-step"),
+        tasks: str = option(ValidateOptions, "tasks", "--tasks"),
+        # Selecting is an action the verb takes only when asked; a pipeline always selects.
+        select: str = option(ValidateStageOptions, "select", "--select", default=None),
         force: bool = typer.Option(False, "--force", help="Re-measure even if variant, baseline and thresholds are unchanged."),
         url: str = typer.Option(
             None, "--url",
@@ -55,20 +47,17 @@ def register(app: typer.Typer) -> None:
         from quantship.errors import GateFailed, InputError
         from quantship.progress import stderr_console
         from quantship.rundir import RunDir
-        from quantship.validate.gate import Thresholds
-        from quantship.validate.recover import RecoverOptions
-        from quantship.validate.run import ValidateOptions
         from quantship.validate.stage import run_validate
 
-        if long_windows < 1 or long_window < 2:
-            raise InputError("--long-window must be >= 2 and --long-windows >= 1", "pass positive sizes")
-        thresholds = Thresholds.load(
-            thresholds_file, {"max_perplexity_delta": max_perplexity_delta, "max_kl_mean": max_kl_mean, "min_top1_agreement": min_top1}
-        )
+        typed = given(ctx)
+        thresholds = Thresholds.load(thresholds_file, {
+            key: value for key, value in (("max_perplexity_delta", max_perplexity_delta), ("max_kl_mean", max_kl_mean),
+                                          ("min_top1_agreement", min_top1_agreement)) if key in typed
+        })
         run = RunDir(resolve_run_dir(run_dir, name))
         task_list = [] if tasks.strip().lower() == "none" else [t.strip() for t in tasks.split(",") if t.strip()]
         options = ValidateOptions(long_window=long_window, long_windows=long_windows, tasks=task_list)
-        settings = RecoverOptions(max_bits_per_weight=max_bits_per_weight, blocks_per_step=max(1, blocks_per_step)) if recover else None
+        settings = RecoverOptions(max_bits_per_weight=max_bits_per_weight, blocks_per_step=blocks_per_step) if recover else None
         if url is not None:
             if not variant or len(variant) != 1:
                 raise InputError(

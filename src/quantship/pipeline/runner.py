@@ -128,10 +128,7 @@ class Pipeline:
             return StageReport("plan", "off", "no plan: section")
         from quantship.plan import api
 
-        request = api.PlanArgs(
-            model=self.checkpoint, hardware=section.hardware, context=section.context or 8192,
-            context_given=section.context is not None, concurrency=section.concurrency, devices=section.devices,
-        )
+        request = section.args(self.checkpoint)
         result = api.plan_from_args(request)
         written = api.write_plan(self.run, request, result)
         chosen = result.plan.chosen
@@ -174,18 +171,14 @@ class Pipeline:
 
     def _validate(self, state: dict) -> StageReport:
         from quantship.quantize.stage import completed_variants
-        from quantship.validate.recover import RecoverOptions
-        from quantship.validate.run import ValidateOptions
         from quantship.validate.stage import run_validate
 
         section = self.config.validate_
         names = [v.name for v in self.config.quantize.variants if v.name in set(completed_variants(self.run))]
-        options = ValidateOptions(
-            long_window=section.long_window, long_windows=section.long_windows, tasks=list(section.tasks), task_items=section.task_items
-        )
-        recover = RecoverOptions(**section.recover.model_dump()) if section.recover is not None else None
         started = _now()
-        outcome = run_validate(self.run, names, section.thresholds, options, self.console, recover, section.select, self.force)
+        outcome = run_validate(
+            self.run, names, section.thresholds, section.measuring(), self.console, section.recover, section.select, self.force
+        )
         self.result.report = outcome.report
         selection = outcome.selection or {}
         verdicts = ", ".join(f"{r['variant']} {'pass' if r['passed'] else 'FAIL'}" for r in outcome.results)
@@ -204,7 +197,7 @@ class Pipeline:
         return sha256_json({
             "variant": (self.run.manifest(f"variants/{variant}") or {}).get("fingerprint"),
             "baseline": (self.run.manifest("baseline") or {}).get("fingerprint"),
-            "serve": self.config.serve.model_dump(mode="json"),
+            "serve": self.config.model_dump(mode="json")["serve"],
         })
 
     def _bench_key(self) -> str:
@@ -268,22 +261,22 @@ class Pipeline:
         """Baseline checkpoint and selected variant, each ready and probed (started once per run)."""
         if self._servers:
             return self._servers
-        from quantship.serve.launch import ServeOptions
         from quantship.serve.server import planned_tensor_parallel, selected_variant, start_server
         from quantship.stages.baseline import baseline_checkpoint
 
         section = self.config.serve
         variant = selected_variant(self.run.root)
-        options = ServeOptions(
-            host=section.host, port=0, max_model_len=section.max_model_len, kv_cache_gib=section.kv_cache_gib,
-            tensor_parallel=planned_tensor_parallel(self.run.root), parallel=section.parallel, threads=section.threads,
-        )
-        common = {"run_dir": self.run.root, "options": options, "vllm_python": section.vllm_python,
+        # As on the CLI, a size left at its default gives way to the plan's.
+        tensor_parallel = section.tensor_parallel if section.tensor_parallel > 1 else planned_tensor_parallel(self.run.root)
+        common = {"run_dir": self.run.root, "llama_server": section.llama_server, "vllm_python": section.vllm_python,
                   "ready_timeout_s": section.ready_timeout_s, "say": self.console.print}
         self._servers["baseline"] = start_server(
-            model=baseline_checkpoint(self.run), stack=section.baseline_stack, name="baseline", **common
+            model=baseline_checkpoint(self.run), stack=section.baseline_stack, name="baseline",
+            options=section.options(section.baseline_stack, tensor_parallel), **common,
         )
-        self._servers[variant] = start_server(variant=variant, stack=section.stack, **common)
+        self._servers[variant] = start_server(
+            variant=variant, stack=section.stack, options=section.options(section.stack, tensor_parallel), **common
+        )
         return self._servers
 
     def _stop_servers(self, keep: bool) -> None:
@@ -295,7 +288,6 @@ class Pipeline:
         self._servers.clear()
 
     def _run_bench(self) -> StageReport:
-        from quantship.bench.models import BenchSettings
         from quantship.bench.output import bench_into_run_dir
         from quantship.bench.progress import RichProgress
         from quantship.bench.prompts import load_prompts
@@ -307,20 +299,15 @@ class Pipeline:
             resolve_target(server.base_url, server.served_model_name, section.api, label)
             for label, server in servers.items()
         ]
-        prompts = load_prompts("builtin")
-        settings = BenchSettings(
-            mode="concurrency", levels=[float(c) for c in section.concurrency], requests=section.requests,
-            warmup=section.warmup, max_tokens=section.max_tokens, ignore_eos=True, rounds=section.rounds, seed=0,
-            timeout_s=section.timeout_s, slo_ttft_ms=section.slo_ttft_ms, slo_e2e_ms=section.slo_e2e_ms,
-            prompts="builtin", prompt_count=len(prompts),
-        )
+        prompts = load_prompts(section.prompts)
+        settings = section.settings(len(prompts))
         with RichProgress(self.console) as progress:
-            report, folder = bench_into_run_dir(self.run, BENCH_TAG, targets, prompts, settings, progress)
+            report, folder = bench_into_run_dir(self.run, BENCH_TAG, targets, prompts, settings, progress, section.server_metrics)
         self.result.bench = folder
         dead = [s for s in report.summaries if s.ok == 0]
         if dead:
             raise QuantshipError(
-                f"every request to {dead[0].endpoint} at concurrency {dead[0].level:g} failed",
+                f"every request to {dead[0].endpoint} at {dead[0].mode} {dead[0].level:g} failed",
                 f"see the server logs under {self.run.root / 'serve' / 'logs'}",
             )
         return StageReport("bench", "ran", _throughput_line(report))
@@ -348,7 +335,7 @@ def _throughput_line(report) -> str:
     values = list(rates.values())
     if len(values) == 2 and values[0] > 0:
         text += f" (x{values[1] / values[0]:.2f})"
-    return f"concurrency {top:g}: {text}"
+    return f"{report.summaries[0].mode} {top:g}: {text}"
 
 
 def _now() -> str:

@@ -13,6 +13,7 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from quantship.options import ServeOptions
 from quantship.serve.target import ServeTarget
 
 STACKS = ("vllm", "vllm-cpu", "llama.cpp")
@@ -25,19 +26,6 @@ SHORT_TMP_PREFIX = "quantship-vllm-"
 VLLM_MODULE = "vllm.entrypoints.openai.api_server"
 # Prompt log-probabilities per position a vLLM server allows (its default cap is 20): `validate --url` asks for this many.
 VLLM_MAX_LOGPROBS = 64
-
-
-@dataclass(frozen=True)
-class ServeOptions:
-    host: str = "127.0.0.1"
-    port: int = 8000
-    max_model_len: int = 2048
-    kv_cache_gib: int = 1  # vLLM CPU's VLLM_CPU_KVCACHE_SPACE
-    tensor_parallel: int = 1
-    gpu_memory_utilization: float = 0.90
-    threads: int | None = None  # llama.cpp -t; default: physical cores
-    parallel: int = 4  # llama.cpp -np: concurrent sequences (slots)
-    enforce_eager: bool = True  # vLLM CPU: starts in ~25 s instead of ~90 s, same throughput
 
 
 @dataclass(frozen=True)

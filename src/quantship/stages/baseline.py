@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field
 from rich.console import Console
 from safetensors.torch import save_file
 
@@ -25,6 +24,7 @@ from quantship.evaluate.perplexity import hf_logits_fn, plan_windows, score_wind
 from quantship.evaluate.prompts import KNOWN_ANSWER_PROBES, REFERENCE_PROMPTS, Prompt
 from quantship.models.checkpoint import checkpoint_files, inspect_checkpoint
 from quantship.models.loading import default_device, default_eval_dtype, load_causal_lm, load_tokenizer
+from quantship.options import BaselineOptions
 from quantship.progress import progress_bar
 from quantship.rundir import RunDir, atomic_write_json, read_json, sha256_json, stage_fingerprint
 
@@ -33,22 +33,6 @@ BASELINE_JSON = "baseline.json"
 EVAL_TENSORS = "eval.safetensors"
 REFERENCES_JSON = "references.json"
 REFERENCES_TENSORS = "references.safetensors"
-
-
-class BaselineOptions(BaseModel):
-    """How the baseline is measured; variants are later measured the same way."""
-
-    model_config = ConfigDict(extra="forbid")
-    eval_source: str = "builtin:evaluation"
-    window: int = Field(512, ge=2)
-    stride: int = Field(512, ge=1)
-    max_windows: int | None = Field(32, ge=1)
-    batch_size: int = Field(4, ge=1)
-    topk: int = Field(20, ge=1, le=1000)
-    max_new_tokens: int = Field(48, ge=1)
-    dtype: str | None = None  # None: float32 on CPU, bfloat16 on GPU
-    device: str | None = None
-    allow_pickle: bool = False
 
 
 def run_baseline(

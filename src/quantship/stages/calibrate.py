@@ -6,7 +6,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field
 from rich.console import Console
 
 from quantship.data.calibration import (
@@ -21,20 +20,11 @@ from quantship.data.calibration import (
 from quantship.data.sources import TextSource, load_documents
 from quantship.models.checkpoint import checkpoint_files, inspect_checkpoint
 from quantship.models.loading import load_tokenizer
+from quantship.options import CalibrationOptions
 from quantship.rundir import RunDir, read_json, sha256_json, stage_fingerprint
 
 # Files that decide tokenization: a changed tokenizer invalidates the windows.
 _TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json", "merges.txt", "tokenizer_config.json", "chat_template.jinja")
-
-
-class CalibrationOptions(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    source: str = "builtin:calibration"
-    pad_source: str | None = None
-    samples: int = Field(128, ge=1)
-    seq_len: int = Field(512, ge=2)
-    seed: int = 0
-    chat: bool = False
 
 
 def run_calibrate(

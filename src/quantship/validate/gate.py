@@ -17,19 +17,25 @@ class Thresholds(BaseModel):
     """The gate's limits: quantship's defaults (docs/validate.md says why); override in YAML or on the command line."""
 
     model_config = ConfigDict(extra="forbid")
-    max_perplexity_delta: float = Field(0.10, ge=0)  # relative: variant/baseline - 1
-    max_kl_mean: float = Field(0.05, ge=0)  # nats, per scored position
-    max_kl_p99: float = Field(0.75, ge=0)
-    min_top1_agreement: float = Field(0.90, ge=0, le=1)
-    max_greedy_regressions: float = Field(0.10, ge=0, le=1)  # share of references diverging outside top-k
-    max_probe_drop: float = Field(0.10, ge=0, le=1)  # absolute drop of the probe pass rate
-    max_long_context_delta: float = Field(0.10, ge=0)  # relative, on the long-window slice
-    max_task_relative_loss: float = Field(0.05, ge=0, le=1)  # per task: 1 - variant acc / baseline acc
+    max_perplexity_delta: float = Field(0.10, ge=0, description="Fail above this relative perplexity increase (variant/baseline - 1).")
+    max_kl_mean: float = Field(0.05, ge=0, description="Fail above this mean KL, nats per scored position.")
+    max_kl_p99: float = Field(0.75, ge=0, description="Fail above this 99th-percentile KL, nats.")
+    min_top1_agreement: float = Field(0.90, ge=0, le=1, description="Fail below this same-top-token rate.")
+    max_greedy_regressions: float = Field(
+        0.10, ge=0, le=1, description="Fail above this share of references diverging outside the top-k."
+    )
+    max_probe_drop: float = Field(0.10, ge=0, le=1, description="Fail above this absolute drop of the probe pass rate.")
+    max_long_context_delta: float = Field(0.10, ge=0, description="Fail above this relative perplexity increase on long windows.")
+    max_task_relative_loss: float = Field(0.05, ge=0, le=1, description="Fail above this per-task 1 - variant acc / baseline acc.")
     # Served engine (`validate --url`) vs in-process figures: how far the server may drift from
     # what the gate measured in-process before the served engine counts as a different model.
-    max_served_kl_mean_diff: float = Field(0.02, ge=0)  # |served kl_mean - in-process kl_mean|, nats
-    max_served_perplexity_diff: float = Field(0.02, ge=0)  # |served - in-process| relative perplexity change
-    max_served_top1_diff: float = Field(0.05, ge=0, le=1)  # |served - in-process| top-1 agreement (bf16 near-ties flip ~3%)
+    max_served_kl_mean_diff: float = Field(0.02, ge=0, description="|served kl_mean - in-process kl_mean|, nats.")
+    max_served_perplexity_diff: float = Field(
+        0.02, ge=0, description="|served - in-process| relative perplexity change."
+    )
+    max_served_top1_diff: float = Field(
+        0.05, ge=0, le=1, description="|served - in-process| top-1 agreement (bf16 near-ties flip ~3%)."
+    )
 
     @classmethod
     def load(cls, path: Path | None, overrides: dict[str, Any]) -> Thresholds:

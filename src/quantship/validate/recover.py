@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass
 from typing import Any
 
 from pydantic import ValidationError
@@ -24,6 +23,7 @@ from rich.console import Console
 
 from quantship.errors import InputError
 from quantship.models.loading import load_tokenizer
+from quantship.options import RecoverOptions
 from quantship.progress import progress_bar
 from quantship.quantize.gguf_types import OVERRIDE_TYPES
 from quantship.quantize.spec import LayerOverride, VariantSpec
@@ -34,13 +34,6 @@ from quantship.validate.gate import Thresholds, failed_checks
 from quantship.validate.run import VALIDATION_DIR, ValidateOptions, measure_windows, validate_variant, variant_manifest
 from quantship.validate.scorers import open_scorer
 from quantship.validate.sensitivity import block_sensitivity, variant_weights
-
-
-@dataclass
-class RecoverOptions:
-    max_bits_per_weight: float = 8.0
-    blocks_per_step: int = 2
-    sensitivity_tokens: int = 256
 
 
 def recovery_path(run_dir: RunDir, variant: str):

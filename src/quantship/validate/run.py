@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +12,7 @@ from rich.console import Console
 
 from quantship.errors import InputError
 from quantship.models.loading import load_tokenizer
+from quantship.options import ValidateOptions
 from quantship.progress import progress_bar
 from quantship.rundir import RunDir, atomic_write_json, read_json, sha256_json, tool_versions
 from quantship.validate.baseline_data import BaselineData
@@ -21,20 +21,11 @@ from quantship.validate.greedy import greedy_check
 from quantship.validate.long_context import baseline_long_perplexity, long_context_check, long_perplexity, long_plan
 from quantship.validate.probes import probe_check
 from quantship.validate.scorers import open_scorer
-from quantship.validate.tasks import BUILTIN_TASKS, baseline_task_accuracy, lm_for, prepare_tasks, task_accuracy
+from quantship.validate.tasks import baseline_task_accuracy, lm_for, prepare_tasks, task_accuracy
 from quantship.validate.windows import WindowComparison, compare_windows
 
 VALIDATION_DIR = "validation"
 KL_BINS = [0.0, 1e-4, 3e-4, 1e-3, 3e-3, 0.01, 0.03, 0.1, 0.3, 1.0, 3.0, math.inf]
-
-
-@dataclass
-class ValidateOptions:
-    long_window: int = 2048  # cap; the model's own context length caps it too
-    long_windows: int = 2
-    batch_size: int = 4
-    tasks: list[str] = field(default_factory=lambda: list(BUILTIN_TASKS))  # lm-eval task names; [] skips the check
-    task_items: int = 100
 
 
 def validation_path(run_dir: RunDir, variant: str) -> Path:
