@@ -27,6 +27,7 @@ import time
 from pathlib import Path
 
 from quantship.bench.provenance import provenance
+from quantship.options import Thresholds
 from quantship.pipeline.config import load_pipeline
 from quantship.pipeline.runner import Pipeline, stage_range
 from quantship.progress import stderr_console
@@ -34,7 +35,6 @@ from quantship.quantize.spec import VariantSpec
 from quantship.quantize.stage import run_quantize
 from quantship.rundir import RunDir, atomic_write_json, read_json
 from quantship.validate.baseline_data import load_baseline
-from quantship.validate.gate import Thresholds
 from quantship.validate.recover import RecoverOptions, recover_variant
 from quantship.validate.run import ValidateOptions, validate_variant, validation_path
 from quantship.validate.select import select_variant

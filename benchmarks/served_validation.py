@@ -18,11 +18,11 @@ from pathlib import Path
 
 from quantship.bench.provenance import provenance
 from quantship.models.demo import materialise_demo_model
+from quantship.options import Thresholds
 from quantship.progress import stderr_console
 from quantship.rundir import RunDir, atomic_write_json, read_json
 from quantship.serve import start_server
 from quantship.serve.launch import ServeOptions
-from quantship.validate.gate import Thresholds
 from quantship.validate.run import ValidateOptions
 from quantship.validate.served_gate import CONTROL_IN_PROCESS
 from quantship.validate.stage import run_validate_served

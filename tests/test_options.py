@@ -22,12 +22,12 @@ from quantship.options import (
     PlanOptions,
     RecoverOptions,
     ServeOptions,
+    Thresholds,
     ValidateOptions,
     ValidateStageOptions,
 )
 from quantship.pipeline.config import BenchSection, PipelineConfig, ServeSection
 from quantship.plan.measure import MeasureSettings
-from quantship.validate.gate import Thresholds
 from quantship.yamlfile import read_yaml
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -151,14 +151,6 @@ def test_pipeline_sections_are_the_stage_models():
     assert (ServeSection, BenchSection) == (_models(fields["serve"].annotation)[0], _models(fields["bench"].annotation)[0])
     stage = _fields(ValidateStageOptions)
     assert _models(stage["thresholds"].annotation) == [Thresholds] and _models(stage["recover"].annotation) == [RecoverOptions]
-
-
-def test_defaults_kept_elsewhere_agree():
-    from quantship.serve.server import DEFAULT_READY_TIMEOUT_S
-    from quantship.validate.tasks import BUILTIN_TASKS
-
-    assert ValidateOptions().tasks == list(BUILTIN_TASKS)
-    assert ServeOptions().ready_timeout_s == DEFAULT_READY_TIMEOUT_S
 
 
 def test_a_verdict_fingerprint_is_the_same_from_the_cli_and_the_pipeline():

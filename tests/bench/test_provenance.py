@@ -9,10 +9,10 @@ from quantship.bench import provenance as prov
 
 def test_host_kind_without_systemd_detect_virt(tmp_path, monkeypatch):
     monkeypatch.setattr(prov.shutil, "which", lambda tool: None)
-    monkeypatch.setattr(prov, "_cpuinfo", lambda: ("Xeon", {"avx2"}))
+    monkeypatch.setattr(prov, "cpuinfo", lambda: ("Xeon", {"avx2"}))
     assert prov.host_kind(tmp_path / "no-dockerenv") == "bare metal"
     (tmp_path / ".dockerenv").write_text("")
-    monkeypatch.setattr(prov, "_cpuinfo", lambda: ("Xeon", {"avx2", "hypervisor"}))
+    monkeypatch.setattr(prov, "cpuinfo", lambda: ("Xeon", {"avx2", "hypervisor"}))
     assert prov.host_kind(tmp_path / ".dockerenv") == "container (docker) on virtual machine (unknown hypervisor)"
 
 
@@ -24,7 +24,7 @@ def test_systemd_detect_virt_names_the_hypervisor(tmp_path, monkeypatch):
 
 
 def test_provenance_dates_the_figures_and_keeps_the_benchmarks_own_facts(monkeypatch):
-    monkeypatch.setattr(prov, "_cpuinfo", lambda: ("Intel(R) Xeon(R) Platinum 8480+", set()))
+    monkeypatch.setattr(prov, "cpuinfo", lambda: ("Intel(R) Xeon(R) Platinum 8480+", set()))
     monkeypatch.setattr(prov, "host_kind", lambda: "bare metal")
     stamp = prov.provenance(torch_threads=3)
     assert abs(time.mktime(time.strptime(stamp["date"], "%Y-%m-%dT%H:%M:%SZ")) - time.mktime(time.gmtime())) < 120

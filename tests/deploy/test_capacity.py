@@ -12,7 +12,7 @@ from quantship.bench.output import bench_into_run_dir
 from quantship.bench.prompts import load_prompts
 from quantship.deploy import kubernetes as k8s
 from quantship.deploy.config import parse_deploy
-from quantship.plan.matrix import load_matrix
+from quantship.formats.matrix import load_matrix
 from quantship.rundir import RunDir, read_json
 from tests.support.deploy_runs import VARIANT, deploy_config, make_run
 from tests.support.openai_stub import OpenAIStub

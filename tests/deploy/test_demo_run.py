@@ -10,12 +10,13 @@ from pathlib import Path
 import pytest
 import yaml
 
+from quantship.commands.deploy import load_deploy
 from quantship.deploy import kubernetes as k8s
-from quantship.deploy.config import load_deploy
 from quantship.plan.api import PlanArgs, plan_from_args, write_plan
 from quantship.rundir import RunDir, atomic_write_json
 from tests.deploy.schemas import errors_of
 from tests.support.deploy_runs import baseline_inputs
+from tests.support.serve_files import write_gguf
 
 PIPELINE = Path(__file__).resolve().parents[2] / "examples" / "demo" / "pipeline.yaml"
 
@@ -29,12 +30,12 @@ def demo_like_run(tiny_checkpoint, tmp_path) -> Path:
     args = PlanArgs(model=tiny_checkpoint, hardware="cpu", context=512, concurrency=4, bandwidth_gbs=20.0)
     write_plan(runs, args, plan_from_args(args))
     with runs.stage("variants/q4_1", {"scheme": "Q4_1"}, {}) as stage:
-        stage.path("q4_1.Q4_1.gguf").write_bytes(b"GGUF" + bytes(4096))
-        stage.extra["format"] = "gguf"
+        write_gguf(stage.path("q4_1.Q4_1.gguf"), "Q4_1", rows=32)
     (root / "validation").mkdir()
     verdict = {"passed": True, "variant_fingerprint": runs.manifest("variants/q4_1")["fingerprint"]}
     (root / "validation" / "q4_1.json").write_text(json.dumps(verdict))
-    (root / "validation" / "selected.json").write_text(json.dumps({"selected": "q4_1"}))
+    selection = {"selected": "q4_1", "variant_fingerprint": verdict["variant_fingerprint"]}
+    (root / "validation" / "selected.json").write_text(json.dumps(selection))
     return root
 
 

@@ -38,8 +38,8 @@ def test_weights_that_differ_from_the_manifest_are_refused(gpu_run):
 
 
 def test_a_control_checkpoint_edited_since_the_baseline_is_refused(gpu_run):
+    from quantship.evaluate.baseline import baseline_checkpoint
     from quantship.rundir import RunDir
-    from quantship.stages.baseline import baseline_checkpoint
 
     config = baseline_checkpoint(RunDir(gpu_run)) / "config.json"
     config.write_text(config.read_text().replace("}", ', "edited": true}', 1))
@@ -97,7 +97,7 @@ def test_cli_one_line_and_exit_2(tiny_checkpoint, tmp_path, monkeypatch, capsys)
 
 
 def test_the_pipeline_file_carries_the_section(tmp_path):
-    from quantship.deploy.config import load_deploy
+    from quantship.commands.deploy import load_deploy
     from quantship.pipeline.config import load_pipeline
 
     pipeline = yaml.safe_load((Path(__file__).parents[2] / "examples" / "demo" / "pipeline.yaml").read_text())

@@ -9,9 +9,9 @@ from rich.console import Console
 
 from quantship.data.sources import TextSource
 from quantship.errors import InputError
+from quantship.formats.hardware import load_hardware
 from quantship.pipeline.config import STAGES, load_pipeline, parse_pipeline
 from quantship.pipeline.runner import stage_range
-from quantship.plan.hardware import load_hardware
 from quantship.quantize.base import QuantizeContext
 from quantship.quantize.registry import backend_for
 from quantship.rundir import RunDir

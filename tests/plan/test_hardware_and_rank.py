@@ -9,8 +9,8 @@ import psutil
 import pytest
 
 from quantship.errors import InputError
-from quantship.plan.hardware import _cpuinfo, detect_cpu, host_memory_bytes, load_hardware, measure_bandwidth_gbs
-from quantship.plan.matrix import load_matrix
+from quantship.formats.hardware import cpuinfo, detect_cpu, host_memory_bytes, load_hardware, measure_bandwidth_gbs
+from quantship.formats.matrix import load_matrix
 from quantship.plan.measure import load_measurements
 from quantship.plan.rank import prior_ranking, rerank
 
@@ -44,7 +44,7 @@ def test_profile_file(tmp_path):
 def test_cpuinfo_flags(tmp_path):
     info = tmp_path / "cpuinfo"
     info.write_text("model name\t: Xeon\nflags\t\t: fpu avx2 avx512f amx_int8\n\nmodel name\t: Xeon\n")
-    assert _cpuinfo(info) == ("Xeon", {"fpu", "avx2", "avx512f", "amx_int8"})
+    assert cpuinfo(info) == ("Xeon", {"fpu", "avx2", "avx512f", "amx_int8"})
 
 
 def test_cgroup_limit_caps_host_memory(tmp_path):

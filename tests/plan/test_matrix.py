@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from quantship.errors import InputError
-from quantship.plan.hardware import HardwareProfile, load_hardware
-from quantship.plan.matrix import Matrix, default_stack, load_matrix, resolve_format, resolve_stack, support
+from quantship.formats.hardware import HardwareProfile, load_hardware
+from quantship.formats.matrix import Matrix, default_stack, load_matrix, resolve_format, resolve_stack, support
 
 # An AVX-512 host, like the one the issue measured vLLM CPU on.
 CPU = HardwareProfile(

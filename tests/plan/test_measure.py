@@ -15,17 +15,11 @@ from pathlib import Path
 import pytest
 
 from quantship.errors import InputError
-from quantship.plan.hardware import HardwareProfile
-from quantship.plan.measure import (
-    FormatMeasurement,
-    MeasureReport,
-    MeasureSettings,
-    NotMeasured,
-    check_this_machine,
-    load_measurements,
-    select,
-)
+from quantship.formats.hardware import HardwareProfile
+from quantship.plan.measure import FormatMeasurement, MeasureReport, MeasureSettings, NotMeasured, load_measurements
 from quantship.rundir import RunDir
+from quantship.stages.measure import check_this_machine, select
+from tests.support.serve_files import write_gguf
 
 AVX2 = HardwareProfile(id="cpu", name="test AVX2 CPU", kind="cpu", memory_bytes=16 << 30, cpu_flags=("avx2",))
 AVX512 = AVX2.model_copy(update={"name": "test AVX-512 CPU", "cpu_flags": ("avx2", "avx512f")})
@@ -61,11 +55,11 @@ def variant(run: Path, name: str, *, quant: dict | None = None, gguf: str | None
     """A variant published as `quantship quantize` publishes it: files, manifest with format and scheme."""
     with RunDir(run).stage(f"variants/{name}", {"name": name}, {}) as stage:
         if gguf:
-            stage.path(f"model.{gguf}.gguf").write_bytes(b"GGUF" + b"\0" * 64)
-            stage.extra.update(format="gguf", scheme=gguf)
+            write_gguf(stage.path(f"model.{gguf}.gguf"), gguf)
+            stage.extra.update(scheme=gguf)
         else:
             checkpoint(stage.staging, quant)
-            stage.extra.update(format="compressed-tensors", scheme=scheme)
+            stage.extra.update(scheme=scheme)
 
 
 @pytest.fixture
@@ -94,7 +88,7 @@ def no_envs(tmp_path, monkeypatch):
 @pytest.fixture
 def envs_ready(monkeypatch):
     """Every serving environment set up: build_spec, the check that finds them, accepts every target."""
-    monkeypatch.setattr("quantship.serve.server.build_spec", lambda *args, **kwargs: None)
+    monkeypatch.setattr("quantship.stages.measure.build_spec", lambda *args, **kwargs: None)
 
 
 def by_name(picks) -> dict:

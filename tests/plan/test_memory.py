@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+from quantship.formats.hardware import load_hardware
+from quantship.formats.matrix import load_matrix
 from quantship.plan.geometry import estimate_params
-from quantship.plan.hardware import load_hardware
-from quantship.plan.matrix import load_matrix
 from quantship.plan.memory import GIB, budget, kv_bytes_per_token, weight_bytes
 from quantship.plan.sizing import weights_only_replicas
 

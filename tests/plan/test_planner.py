@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 
 from quantship.errors import InputError
+from quantship.formats.hardware import HardwareProfile, load_hardware
+from quantship.formats.matrix import load_matrix
 from quantship.plan.geometry import estimate_params
-from quantship.plan.hardware import HardwareProfile, load_hardware
-from quantship.plan.matrix import load_matrix
 from quantship.plan.planner import Traffic, make_plan
 from quantship.plan.sizing import tp_problem
 from quantship.plan.variant import VariantInfo

@@ -97,7 +97,6 @@ def test_q8_0_is_all_q8_0_and_says_berlin(ctx):
     assert output.warnings == ["Q8_0 does not use an importance matrix: imatrix was not computed"]
     # Q8_0 is 8.5 bits per weight; the F32 norms add a little.
     assert 8.5 < output.bits_per_weight < 8.6
-    assert output.format == "gguf" and output.serving_stacks == ["llama.cpp"]
     assert sorted(p.name for p in out_dir.iterdir()) == ["logs", "model.gguf"]
     assert output.details["tokenizer_check"]["matches"] is True
     assert greedy(path).startswith(" Berlin")

@@ -20,7 +20,8 @@ def test_nf4_variant_reloads_with_4bit_layers_and_kept_layers_exact(tiny_run, ti
     assert result.status == "done"
     folder = tiny_run.stage_dir("variants/nf4")
     manifest = read_json(folder / "manifest.json")
-    assert manifest["format"] == "bitsandbytes-nf4" and manifest["group_size"] == 64
+    assert manifest["artifact"]["quant_method"] == "bitsandbytes" and manifest["artifact"]["format"] == "nf4"
+    assert manifest["group_size"] == 64
     details = manifest["details"]
     assert details["kept_bf16"] == ["lm_head", "model.layers.1.self_attn.k_proj"]
     assert details["quantized_modules"] == 13  # 2 layers x 7 projections, one kept
@@ -43,6 +44,19 @@ def test_nf4_variant_reloads_with_4bit_layers_and_kept_layers_exact(tiny_run, ti
     blocks = weight.reshape(-1, 64)
     assert max(len(torch.unique(b)) for b in blocks) <= 16
     assert torch.allclose(weight, original["model.layers.0.mlp.up_proj.weight"].float(), atol=0.05)
+
+
+def test_a_real_nf4_variant_is_refused_by_vllm_cpu_with_the_matrix_reason(tiny_run):
+    """What the quantize stage wrote is identified as nf4 by serve, and this CPU's matrix cell refuses it."""
+    from quantship.serve import preflight
+    from quantship.serve.target import from_variant
+
+    [result] = run_quantize(tiny_run, [VariantSpec(name="nf4", method="nf4")], stderr_console())
+    assert result.status == "done"
+    target = from_variant(tiny_run.root, "nf4")
+    assert target.artifact.format == "nf4" and target.artifact.vllm_quantization == "bitsandbytes"
+    check = preflight.compatibility(target, "vllm-cpu", None)
+    assert check.status == "failed" and "x86 vLLM has no bitsandbytes kernels" in check.detail
 
 
 @pytest.mark.parametrize(

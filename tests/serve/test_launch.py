@@ -8,7 +8,7 @@ from pathlib import Path
 from quantship.serve import launch
 from quantship.serve.launch import ServeOptions
 from quantship.serve.target import from_model_path
-from tests.support.serve_files import W4A16, write_checkpoint
+from tests.support.serve_files import W4A16, write_checkpoint, write_gguf
 
 
 def _flag(argv: list[str], name: str) -> str:
@@ -47,8 +47,7 @@ def test_vllm_gpu_bf16_has_no_quantization_flag(tmp_path):
 
 
 def test_llama_server_gets_slots_context_threads_and_greedy_extra(tmp_path):
-    gguf = tmp_path / "m.Q4_K_M.gguf"
-    gguf.write_bytes(b"GGUF")
+    gguf = write_gguf(tmp_path / "m.Q4_K_M.gguf")
     spec = launch.llama_server(
         from_model_path(gguf, name="q4"),
         Path("/opt/llama-server"),
@@ -62,8 +61,7 @@ def test_llama_server_gets_slots_context_threads_and_greedy_extra(tmp_path):
 
 
 def test_llama_cpp_python_fallback_disables_logits_all_and_interrupts(tmp_path):
-    gguf = tmp_path / "m.gguf"
-    gguf.write_bytes(b"GGUF")
+    gguf = write_gguf(tmp_path / "m.gguf")
     spec = launch.llama_cpp_python(from_model_path(gguf), Path("/venv/python"), ServeOptions())
     assert spec.argv[1:3] == ["-m", "llama_cpp.server"]
     assert _flag(spec.argv, "--logits_all") == "false" and _flag(spec.argv, "--interrupt_requests") == "false"

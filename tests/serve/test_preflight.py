@@ -5,11 +5,14 @@ from __future__ import annotations
 import json
 import os
 import socket
+from pathlib import Path
 
 import pytest
 
 from quantship.errors import InputError
 from quantship.serve import preflight
+from quantship.serve.launch import ServeOptions
+from quantship.serve.server import build_spec, run_preflight
 from quantship.serve.target import from_model_path, from_variant
 from tests.support.serve_files import W4A16, W8A8_INT8, make_variant, write_checkpoint
 
@@ -88,10 +91,26 @@ def test_format_and_stack_must_match(tmp_path, run_dir):
     assert preflight.compatibility(safetensors, "vllm-cpu", None).status == "ok"
 
 
-def test_matrix_cell_refusal_reaches_the_user(tmp_path):
-    nf4 = from_model_path(write_checkpoint(tmp_path / "nf4", {"quant_method": "bitsandbytes"}))
-    check = preflight.compatibility(nf4, "vllm-cpu", None)
-    assert check.status == "failed" and "bitsandbytes" in check.detail
+# config.json's quantization_config as the NF4 backend's transformers BitsAndBytesConfig writes it
+NF4 = {"quant_method": "bitsandbytes", "load_in_4bit": True, "bnb_4bit_quant_type": "nf4", "bnb_4bit_use_double_quant": False}
+H100 = {"name": "H100", "memory_bytes": 80 << 30, "free_bytes": 80 << 30, "compute_capability": 9.0}
+
+
+def test_nf4_variant_is_refused_on_cpu_by_the_matrix_with_its_reason(run_dir, tmp_path):
+    make_variant(run_dir, "nf4", quant=NF4)
+    target = from_variant(run_dir, "nf4")
+    assert target.artifact.format == "nf4"
+    with pytest.raises(InputError, match="nf4 on vllm-cpu .*x86 vLLM has no bitsandbytes kernels"):
+        run_preflight(target, "vllm-cpu", ServeOptions(port=0), False, tmp_path / "serve", None)
+
+
+def test_nf4_variant_serves_on_a_gpu_through_vllm_bitsandbytes(run_dir):
+    make_variant(run_dir, "nf4", quant=NF4)
+    target = from_variant(run_dir, "nf4")
+    check = preflight.compatibility(target, "vllm", H100)
+    assert check.status == "ok" and "slow" in check.detail and "Marlin" in check.detail
+    spec = build_spec(target, "vllm", ServeOptions(), run_dir, vllm_python=Path("python3"))
+    assert spec.argv[spec.argv.index("--quantization") + 1] == "bitsandbytes"
 
 
 def test_int8_on_cpu_is_ok_and_on_old_gpu_refused(tmp_path):
@@ -142,7 +161,7 @@ def test_raise_on_failure_gives_one_line_with_fix(run_dir):
 
 
 def test_w4a16_on_vllm_cpu_needs_avx512(tmp_path, monkeypatch):
-    import quantship.plan.hardware as hardware
+    import quantship.formats.hardware as hardware
 
     w4 = from_model_path(write_checkpoint(tmp_path / "w4", W4A16))
     monkeypatch.setattr(hardware, "local_cpu_flags", lambda: ("avx2",))
@@ -154,7 +173,7 @@ def test_w4a16_on_vllm_cpu_needs_avx512(tmp_path, monkeypatch):
 
 
 def test_cpu_flags_are_read_from_cpuinfo(tmp_path):
-    from quantship.plan.hardware import local_cpu_flags
+    from quantship.formats.hardware import local_cpu_flags
 
     info = tmp_path / "cpuinfo"
     info.write_text("processor\t: 0\nflags\t\t: fpu avx2 avx512f\n")

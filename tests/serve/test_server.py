@@ -26,7 +26,7 @@ from quantship.serve.server import (
 )
 from quantship.serve.target import from_model_path
 from tests.support.openai_stub import free_port
-from tests.support.serve_files import write_checkpoint
+from tests.support.serve_files import write_checkpoint, write_gguf
 
 STUB = str(Path(__file__).parents[1] / "support" / "openai_stub.py")
 
@@ -125,9 +125,7 @@ def test_stop_of_unknown_name_is_an_input_error(tmp_path):
 
 def test_stack_resolution(tmp_path):
     ckpt = from_model_path(write_checkpoint(tmp_path / "m"))
-    gguf_file = tmp_path / "m.gguf"
-    gguf_file.write_bytes(b"GGUF")
-    gguf = from_model_path(gguf_file)
+    gguf = from_model_path(write_gguf(tmp_path / "m.gguf"))
     gpu = {"name": "H100", "compute_capability": 9.0}
     assert resolve_stack("auto", gguf, None) == "llama.cpp"
     assert resolve_stack("auto", ckpt, None) == "vllm-cpu"

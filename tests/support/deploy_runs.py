@@ -19,7 +19,7 @@ NODES = {"count": 2, "gpus_per_node": 8, "memory_gib": 1024, "cpus": 96}
 
 
 def baseline_inputs(runs: RunDir, checkpoint: Path) -> dict[str, str]:
-    """What `quantship baseline` records of the checkpoint (stages.baseline hashes the same files)."""
+    """What `quantship baseline` records of the checkpoint (evaluate.baseline hashes the same files)."""
     return runs.hash_inputs({f"model/{k}": v for k, v in checkpoint_files(checkpoint).items()})
 
 
@@ -32,7 +32,8 @@ def make_run(
     args = PlanArgs(model=checkpoint, hardware=hardware, **{"context": 512, "concurrency": 8, **plan})
     write_plan(runs, args, plan_from_args(args))
     make_variant(root, VARIANT, quant, verdict=verdict)
-    (root / "validation" / "selected.json").write_text(json.dumps({"selected": VARIANT}))
+    selection = {"selected": VARIANT, "variant_fingerprint": runs.manifest(f"variants/{VARIANT}")["fingerprint"]}
+    (root / "validation" / "selected.json").write_text(json.dumps(selection))  # as validate --select writes it
     return root
 
 

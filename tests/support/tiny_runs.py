@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from quantship.evaluate.baseline import BaselineOptions, run_baseline
 from quantship.progress import stderr_console
 from quantship.rundir import RunDir
-from quantship.stages.baseline import BaselineOptions, run_baseline
 from quantship.stages.calibrate import CalibrationOptions, run_calibrate
 
 

@@ -16,13 +16,14 @@ import pytest
 import torch
 from gguf import GGUFReader
 
+from quantship.evaluate.baseline import BaselineOptions, run_baseline
+from quantship.formats.gguf_files import model_gguf
+from quantship.formats.identify import identify
 from quantship.models.loading import load_causal_lm
 from quantship.progress import stderr_console
-from quantship.quantize.gguf_files import model_gguf
 from quantship.quantize.spec import VariantSpec
 from quantship.quantize.stage import run_quantize
 from quantship.rundir import RunDir, read_json
-from quantship.stages.baseline import BaselineOptions, run_baseline
 from quantship.stages.calibrate import CalibrationOptions, run_calibrate
 from quantship.validate.baseline_data import load_baseline
 from quantship.validate.sensitivity import block_sensitivity, variant_weights
@@ -74,8 +75,7 @@ def test_gguf_weights_map_back_to_the_checkpoint_and_a_q4_block_outranks_a_q8_bl
     assert types["blk.0.attn_q.weight"] == "Q4_0" and types["blk.1.attn_q.weight"] == "Q8_0"
 
     baseline = load_baseline(gguf_run)
-    manifest = read_json(gguf_run.root / "variants" / "g4" / "manifest.json")
-    weights = variant_weights(baseline.checkpoint, gguf_run.stage_dir("variants/g4"), manifest, "float32")
+    weights = variant_weights(baseline.checkpoint, identify(gguf_run.stage_dir("variants/g4")), "float32")
     assert len(weights) == 2 * 7 and all(n.startswith("model.layers.") for n in weights)  # 7 Linear per block, no embeddings
     base = dict(load_causal_lm(baseline.checkpoint, "float32", "cpu").named_parameters())
     for name, weight in weights.items():  # q/k rows un-permuted: every weight lines up with the checkpoint's

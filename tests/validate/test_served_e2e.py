@@ -13,12 +13,12 @@ from pathlib import Path
 import pytest
 
 from quantship.errors import InputError
+from quantship.evaluate.baseline import BaselineOptions, run_baseline
+from quantship.options import Thresholds
 from quantship.progress import stderr_console
 from quantship.rundir import RunDir, read_json
 from quantship.serve import start_server
 from quantship.serve.launch import ServeOptions
-from quantship.stages.baseline import BaselineOptions, run_baseline
-from quantship.validate.gate import Thresholds
 from quantship.validate.run import ValidateOptions
 from quantship.validate.served_gate import control_path
 from quantship.validate.stage import run_validate_served

@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from quantship.errors import InputError
-from quantship.validate.gate import CheckResult, Thresholds
+from quantship.options import Thresholds
+from quantship.validate.gate import CheckResult
 from quantship.validate.served import Endpoint
 from quantship.validate.served_gate import diff_checks
 from quantship.validate.windows import tail_bucket_kl, topk_tail_kl

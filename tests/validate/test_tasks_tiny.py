@@ -5,9 +5,10 @@ from __future__ import annotations
 import json
 
 from quantship.models.loading import load_tokenizer
+from quantship.options import BUILTIN_TASKS
 from quantship.rundir import read_json
 from quantship.validate.scorers import TransformersScorer
-from quantship.validate.tasks import BUILTIN_TASKS, build_task_files, hf_lm, scorer_lm, task_accuracy
+from quantship.validate.tasks import build_task_files, hf_lm, scorer_lm, task_accuracy
 from tests.support.validate_runs import add_plain_variant, run_cli
 
 

@@ -8,9 +8,10 @@ import pytest
 import torch
 
 from quantship.errors import InputError
+from quantship.options import Thresholds
 from quantship.rundir import RunDir, read_json
 from quantship.validate.charts import pareto_front
-from quantship.validate.gate import CheckResult, Thresholds, errored, failed_checks
+from quantship.validate.gate import CheckResult, errored, failed_checks
 from quantship.validate.greedy import compare_generation
 from quantship.validate.select import select_variant
 from quantship.validate.windows import topk_tail_kl

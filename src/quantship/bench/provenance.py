@@ -16,12 +16,12 @@ from pathlib import Path
 
 import psutil
 
-from quantship.plan.hardware import _cpuinfo
+from quantship.formats.hardware import cpuinfo
 
 
 def host_kind(dockerenv: Path = Path("/.dockerenv")) -> str:
     """'bare metal', 'virtual machine (kvm)', 'container (docker) on virtual machine (kvm)', ..."""
-    flags = _cpuinfo()[1]
+    flags = cpuinfo()[1]
     container = _detect_virt("--container") or ("docker" if dockerenv.exists() else None)
     vm = _detect_virt("--vm") or ("unknown hypervisor" if "hypervisor" in flags else None)
     parts = ([f"container ({container})"] if container else []) + ([f"virtual machine ({vm})"] if vm else [])
@@ -39,7 +39,7 @@ def _detect_virt(kind: str) -> str | None:
 
 def provenance(**extra) -> dict:
     """{'date', 'machine'}; `extra` adds what the benchmark itself depends on (threads, bandwidth)."""
-    model, _ = _cpuinfo()
+    model, _ = cpuinfo()
     machine = {
         "cpu_model": model or platform.processor() or platform.machine(),
         "cores_logical": os.cpu_count(),

@@ -26,9 +26,9 @@ def register(app: typer.Typer) -> None:
         force: bool = typer.Option(False, "--force", help="Recompute even if inputs and options are unchanged."),
     ) -> None:
         """Verify a checkpoint and record its perplexity, reference generations and top-k logprobs."""
+        from quantship.evaluate.baseline import run_baseline
         from quantship.progress import stderr_console
         from quantship.rundir import RunDir
-        from quantship.stages.baseline import run_baseline
 
         options = BaselineOptions(
             eval_source=eval_source, window=window, stride=stride, max_windows=max_windows or None,

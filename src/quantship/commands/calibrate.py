@@ -23,9 +23,9 @@ def register(app: typer.Typer) -> None:
         force: bool = typer.Option(False, "--force", help="Rebuild even if inputs and options are unchanged."),
     ) -> None:
         """Build and validate calibration token windows from a text source."""
+        from quantship.evaluate.baseline import baseline_checkpoint
         from quantship.progress import stderr_console
         from quantship.rundir import RunDir
-        from quantship.stages.baseline import baseline_checkpoint
         from quantship.stages.calibrate import run_calibrate
 
         root = resolve_run_dir(run_dir, name)

@@ -3,16 +3,36 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
 from quantship.commands.common import name_option, resolve_run_dir, run_dir_option
+from quantship.errors import InputError
+from quantship.yamlfile import read_yaml
+
+if TYPE_CHECKING:
+    from quantship.deploy.config import DeployConfig
 
 
 def _config_option() -> Path:
     return typer.Option(
         ..., "--config", "-c", help="Deploy YAML (nodes, traffic, ...) or a pipeline.yaml with a `deploy:` section."
     )
+
+
+def load_deploy(path: Path) -> DeployConfig:
+    """A deploy YAML: the section alone, or a pipeline.yaml with a `deploy:` key."""
+    from quantship.deploy.config import parse_deploy
+    from quantship.pipeline.config import parse_pipeline
+
+    data = read_yaml(path, "deploy config", "pass --config a YAML file with nodes and traffic (docs/kubernetes.md)")
+    if isinstance(data, dict) and "quantize" in data:  # a pipeline.yaml: its loader validates the whole file
+        section = parse_pipeline(data, str(path)).deploy
+        if section is None:
+            raise InputError(f"{path} has no `deploy:` section", "add one (docs/kubernetes.md) or pass a deploy YAML")
+        return section
+    return parse_deploy(data, str(path))
 
 
 def register(app: typer.Typer) -> None:
@@ -22,7 +42,6 @@ def register(app: typer.Typer) -> None:
     def kubernetes(config: Path = _config_option(), run_dir: Path | None = run_dir_option(), name: str = name_option()) -> None:
         """Write <run>/deploy/kubernetes/: model servers, gateway, and the Argo/Flagger gates (kubectl apply -k)."""
         from quantship.deploy import kubernetes as k8s
-        from quantship.deploy.config import load_deploy
 
         cfg = load_deploy(config)
         root = resolve_run_dir(run_dir, name)
@@ -48,7 +67,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Replicas and devices each format needs for the traffic target, on the plan's hardware."""
         from quantship.deploy.capacity import capacity_table
-        from quantship.deploy.config import Traffic, load_deploy
+        from quantship.deploy.config import Traffic
         from quantship.deploy.run import CONTROL, TREATMENT, bench_requests_per_s, read_run
         from quantship.deploy.sizing import size_model
 

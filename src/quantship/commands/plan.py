@@ -65,7 +65,9 @@ def register(app: typer.Typer) -> None:
                 concurrency=measure_concurrency, max_tokens=measure_tokens, requests=measure_requests
             ),
         )
-        result = api.plan_from_args(request)
+        from quantship.stages.measure import measure_on_this_machine
+
+        result = api.plan_from_args(request, measure_on_this_machine)
         api.write_plan(rundir, request, result)
         api.print_plan(result.plan, str(result.model_folder), result.measured)
         typer.echo(f"wrote {rundir.stage_dir('plan') / 'plan.json'}", err=True)

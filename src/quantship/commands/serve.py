@@ -56,6 +56,7 @@ def register(app: typer.Typer) -> None:
         then starts vLLM or llama.cpp's server without a shell, waits for readiness, warms it
         up and probes "The capital of France is" -> "Paris". Ctrl-C stops it cleanly.
         """
+        from quantship.formats.hardware import detect_gpu
         from quantship.serve import server as srv
 
         console = Console(stderr=True)
@@ -68,7 +69,7 @@ def register(app: typer.Typer) -> None:
             typer.echo(f"stopped {len(stopped)} server(s)")
             return
         target = srv.resolve_target(root if variant else run_dir, variant, model)
-        gpu = srv.preflight.detect_gpu()
+        gpu = detect_gpu()
         chosen = srv.resolve_stack(stack, target, gpu, need_gpu=not dry_run)
         opts = ServeOptions(
             stack=stack, host=host, port=port, max_model_len=max_model_len, kv_cache_gib=kv_cache_gib,

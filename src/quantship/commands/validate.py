@@ -7,8 +7,7 @@ from pathlib import Path
 import typer
 
 from quantship.commands.common import given, name_option, option, resolve_run_dir, run_dir_option
-from quantship.options import RecoverOptions, ValidateOptions, ValidateStageOptions
-from quantship.validate.gate import Thresholds
+from quantship.options import RecoverOptions, Thresholds, ValidateOptions, ValidateStageOptions
 
 
 def register(app: typer.Typer) -> None:

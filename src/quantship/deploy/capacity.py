@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from quantship.deploy.config import Nodes, Traffic
 from quantship.deploy.sizing import STACK_OF_PLAN, size_format
 from quantship.errors import InputError
-from quantship.plan.matrix import load_matrix
+from quantship.formats.matrix import load_matrix
 from quantship.plan.planner import Candidate, Plan
 
 

@@ -8,7 +8,6 @@ and who drives the stages. Secrets appear only by name: nothing here holds a tok
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit
 
@@ -16,7 +15,6 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from quantship import __version__
 from quantship.errors import InputError
-from quantship.yamlfile import read_yaml
 
 MODES = ("gateway", "argo", "flagger")
 DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
@@ -116,16 +114,3 @@ def parse_deploy(data: object, origin: str) -> DeployConfig:
         first = error.errors()[0]
         key = ".".join(str(p) for p in first["loc"]) or "(top level)"
         raise InputError(f"{origin}: {key}: {first['msg']}", "fix that key; docs/kubernetes.md lists every key") from None
-
-
-def load_deploy(path: Path) -> DeployConfig:
-    """A deploy YAML: the section alone, or a pipeline.yaml with a `deploy:` key."""
-    data = read_yaml(path, "deploy config", "pass --config a YAML file with nodes and traffic (docs/kubernetes.md)")
-    if isinstance(data, dict) and "quantize" in data:  # a pipeline.yaml: its loader validates the whole file
-        from quantship.pipeline.config import parse_pipeline
-
-        section = parse_pipeline(data, str(path)).deploy
-        if section is None:
-            raise InputError(f"{path} has no `deploy:` section", "add one (docs/kubernetes.md) or pass a deploy YAML")
-        return section
-    return parse_deploy(data, str(path))

@@ -21,8 +21,8 @@ from quantship.deploy.capacity import Capacity, replicas_for
 from quantship.deploy.config import DeployConfig
 from quantship.deploy.run import CONTROL, TREATMENT, RunModels, artifact_hashes, bench_requests_per_s, read_run
 from quantship.deploy.sizing import PodSize, check_placement, size_model
+from quantship.options import DEFAULT_READY_TIMEOUT_S
 from quantship.rundir import RunDir, atomic_write_json, atomic_write_text
-from quantship.serve.server import DEFAULT_READY_TIMEOUT_S
 
 STAGE = "deploy/kubernetes"
 # Applied by hand once the control version is healthy: the controller then analyses the change.

@@ -14,13 +14,13 @@ from pathlib import Path
 from quantship.bench.models import BenchReport
 from quantship.bench.output import SUMMARY
 from quantship.errors import InputError
+from quantship.evaluate.baseline import baseline_checkpoint
 from quantship.models.checkpoint import checkpoint_files
 from quantship.plan.planner import Plan
 from quantship.rundir import RunDir, read_json
 from quantship.serve import preflight
 from quantship.serve.server import selected_variant
 from quantship.serve.target import ServeTarget, from_model_path, from_variant
-from quantship.stages.baseline import baseline_checkpoint
 
 CONTROL = "control"
 TREATMENT = "treatment"

@@ -16,9 +16,9 @@ from pathlib import Path, PurePosixPath
 
 from quantship.deploy.config import DeployConfig
 from quantship.deploy.sizing import PodSize
+from quantship.options import DEFAULT_READY_TIMEOUT_S
 from quantship.serve import health, launch
 from quantship.serve.launch import ServeOptions
-from quantship.serve.server import DEFAULT_READY_TIMEOUT_S
 from quantship.serve.target import ServeTarget
 
 PORT = 8000
@@ -69,7 +69,8 @@ def artifact_checksums(target: ServeTarget, in_container: PurePosixPath, hashes:
 def server_command(server: ModelServer) -> launch.LaunchSpec:
     """serve's command for the stack, on the in-cluster path, with the plan's flags added."""
     size, plan_args = server.size, server.size.settings.args
-    target = dataclasses.replace(server.target, path=Path(str(MOUNT / server.claim_path)))
+    in_cluster = dataclasses.replace(server.target.artifact, path=Path(str(MOUNT / server.claim_path)))
+    target = dataclasses.replace(server.target, artifact=in_cluster)
     context = int(_flag(plan_args, "--max-model-len") or _ctx_per_slot(plan_args))
     opts = ServeOptions(
         host="0.0.0.0",

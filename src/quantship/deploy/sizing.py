@@ -18,7 +18,7 @@ from quantship.plan.memory import CPU_RUNTIME_BYTES, GIB
 from quantship.plan.planner import Candidate, Plan, make_plan
 from quantship.plan.sizing import ServeSettings, cpu_kv_space_gib, serve_settings
 from quantship.plan.variant import VariantInfo, inspect_variant
-from quantship.serve.target import ServeTarget, plan_format
+from quantship.serve.target import ServeTarget
 
 # Any GGUF matrix entry budgets a GGUF file the same way once its real size is known.
 GGUF_FAMILY = "gguf-q8_0"
@@ -92,17 +92,17 @@ def size_model(plan: Plan, target: ServeTarget, nodes: Nodes) -> PodSize:
         memory, cpus = budget.weights_bytes + cpu_kv_space_gib(budget) * GIB + budget.overhead_bytes, nodes.cpus
     else:
         memory, cpus = fit.budget.total_bytes, nodes.cpus
-    shown = info.format if not note else f"gguf-{str(target.gguf_type).lower()}"
+    shown = info.format if not note else f"gguf-{str(target.artifact.gguf_type).lower()}"
     return PodSize(shown, stack, candidate, settings, tp if gpu else 0, memory, cpus, note)
 
 
 def _artifact_info(target: ServeTarget) -> tuple[VariantInfo, str]:
     """Format and real weight bytes; a GGUF type outside the matrix is budgeted by its file size."""
-    if target.format == "gguf" and plan_format(target) is None:
-        size = target.path.stat().st_size
-        info = VariantInfo(path=target.path, format=GGUF_FAMILY, weights_bytes=size, files=[target.path.name],
-                           detected_from="file size")
-        return info, f"GGUF {target.gguf_type} is not a plan format: budgeted as GGUF with its real file size"
+    artifact = target.artifact
+    if artifact.container == "gguf" and artifact.format is None:
+        info = VariantInfo(path=artifact.folder, format=GGUF_FAMILY, weights_bytes=artifact.weights_bytes,
+                           files=[artifact.path.name], detected_from="file size")
+        return info, f"GGUF {artifact.gguf_type} is not a plan format: budgeted as GGUF with its real file size"
     return inspect_variant(target.path), ""
 
 

@@ -137,7 +137,7 @@ class Pipeline:
         return StageReport("plan", "ran" if written else "kept", f"{chosen.format} on {chosen.stack} ({chosen.status}){tp}")
 
     def _baseline(self, state: dict) -> StageReport:
-        from quantship.stages.baseline import run_baseline
+        from quantship.evaluate.baseline import run_baseline
 
         result, skipped = run_baseline(self.checkpoint, self.run, self.config.baseline, self.console, force=self.force)
         ppl, probes = result["perplexity"], result["probes"]
@@ -147,7 +147,7 @@ class Pipeline:
         )
 
     def _calibrate(self, state: dict) -> StageReport:
-        from quantship.stages.baseline import baseline_checkpoint
+        from quantship.evaluate.baseline import baseline_checkpoint
         from quantship.stages.calibrate import run_calibrate
 
         stats, skipped = run_calibrate(baseline_checkpoint(self.run), self.run, self.config.calibrate, self.console, force=self.force)
@@ -261,8 +261,8 @@ class Pipeline:
         """Baseline checkpoint and selected variant, each ready and probed (started once per run)."""
         if self._servers:
             return self._servers
+        from quantship.evaluate.baseline import baseline_checkpoint
         from quantship.serve.server import planned_tensor_parallel, selected_variant, start_server
-        from quantship.stages.baseline import baseline_checkpoint
 
         section = self.config.serve
         variant = selected_variant(self.run.root)

@@ -6,12 +6,15 @@ pure and takes plain values.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel
 
 from quantship.errors import InputError
+from quantship.formats.hardware import HardwareProfile, load_hardware
+from quantship.formats.matrix import resolve_format, resolve_stack
 from quantship.plan.geometry import (
     ModelGeometry,
     estimate_params,
@@ -19,9 +22,7 @@ from quantship.plan.geometry import (
     load_config,
     params_from_safetensors,
 )
-from quantship.plan.hardware import load_hardware
-from quantship.plan.matrix import resolve_format, resolve_stack
-from quantship.plan.measure import MeasureReport, MeasureSettings, load_measurements, measure_on_this_machine
+from quantship.plan.measure import MeasureReport, MeasureSettings, load_measurements
 from quantship.plan.planner import Plan, Traffic, make_plan
 from quantship.plan.render import print_plan
 from quantship.plan.variant import VariantInfo, inspect_variant
@@ -74,8 +75,13 @@ class PlanResult(BaseModel):
     measured: MeasureReport | None = None    # what --measure took on this machine
 
 
-def plan_from_args(args: PlanArgs) -> PlanResult:
-    """Read the inputs the options name and make the plan."""
+# Serves and benches each format on this machine (quantship.stages.measure), given by the caller
+# so that the planner never starts a server itself.
+Measurer = Callable[[Path, Path, HardwareProfile, MeasureSettings], MeasureReport]
+
+
+def plan_from_args(args: PlanArgs, measurer: Measurer | None = None) -> PlanResult:
+    """Read the inputs the options name and make the plan; `--measure` needs the `measurer`."""
     kv = args.kv_cache_dtype.lower()
     if kv not in {"auto", "fp8"}:
         raise InputError(f"unknown --kv-cache-dtype {args.kv_cache_dtype!r}", "use auto or fp8")
@@ -83,6 +89,8 @@ def plan_from_args(args: PlanArgs) -> PlanResult:
     stack = "auto" if args.stack.lower() == "auto" else resolve_stack(args.stack)
     if args.measure and args.measurements:
         raise InputError("--measure and --measurements both given", "pass one of them")
+    if args.measure and measurer is None:
+        raise InputError("--measure is not available from this entry point", "run `quantship plan --measure`")
     if args.measure and args.run_dir is None:
         raise InputError("--measure needs the run directory holding the variants", "pass --run-dir runs/<name>")
     measured = load_measurements(args.measurements) if args.measurements else None
@@ -114,7 +122,7 @@ def plan_from_args(args: PlanArgs) -> PlanResult:
     report = None
     if args.measure:
         make_plan(**plan_inputs)  # a plan that cannot be made fails here, before minutes of serving
-        report = measure_on_this_machine(args.run_dir, folder, hardware, args.measure_settings)
+        report = measurer(args.run_dir, folder, hardware, args.measure_settings)
         measured = report.measurements()
     plan = make_plan(
         **plan_inputs,

@@ -13,8 +13,8 @@ from typing import Literal
 
 from pydantic import BaseModel, computed_field
 
+from quantship.formats.matrix import FormatSpec
 from quantship.plan.geometry import ModelGeometry, ParamCount
-from quantship.plan.matrix import FormatSpec
 
 GIB = 1 << 30
 

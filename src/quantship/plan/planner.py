@@ -12,9 +12,9 @@ from collections.abc import Mapping
 from pydantic import BaseModel, Field
 
 from quantship.errors import InputError
+from quantship.formats.hardware import HardwareProfile
+from quantship.formats.matrix import STACKS, default_stack, load_matrix, support
 from quantship.plan.geometry import ModelGeometry, ParamCount
-from quantship.plan.hardware import HardwareProfile
-from quantship.plan.matrix import STACKS, default_stack, load_matrix, support
 from quantship.plan.memory import KvDtype, budget, weight_bytes
 from quantship.plan.rank import Ranking, prior_ranking, rerank
 from quantship.plan.sizing import Fit, fit

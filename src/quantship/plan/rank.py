@@ -13,8 +13,8 @@ from collections.abc import Mapping, Sequence
 
 from pydantic import BaseModel
 
-from quantship.plan.hardware import HardwareProfile
-from quantship.plan.matrix import load_matrix
+from quantship.formats.hardware import HardwareProfile
+from quantship.formats.matrix import load_matrix
 
 
 class Ranking(BaseModel):

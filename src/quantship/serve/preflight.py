@@ -7,18 +7,19 @@ record, so a reader can see what was verified and what `--force` overrode.
 
 from __future__ import annotations
 
-import json
 import shutil
 import socket
-import subprocess
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import psutil
 
 from quantship.errors import InputError
-from quantship.rundir import read_json, sha256_file
-from quantship.serve.target import ServeTarget, plan_format
+from quantship.formats.hardware import this_machine
+from quantship.formats.matrix import support
+from quantship.rundir import RunDir, sha256_file
+from quantship.serve.target import ServeTarget
+from quantship.validate.verdicts import Verdict, load_verdict, verdict_path
 
 GIB = 1 << 30
 LOG_DISK_BYTES = 256 << 20  # server logs and vLLM's compile cache
@@ -40,25 +41,19 @@ class Check:
 def verdict(target: ServeTarget, force: bool) -> Check:
     """A variant must have passed `quantship validate`, as it is now; a plain checkpoint is the control.
 
-    The verdict names the variant fingerprint it judged: a variant requantized under the same
-    name since then has no verdict, whatever the old one said.
+    The verdict names the variant and baseline fingerprints it judged: a variant requantized
+    under the same name (or a baseline measured again) since then has no verdict, whatever the
+    old one said.
     """
     if target.variant is None or target.run_dir is None:
         return Check("verdict", "skipped", "plain checkpoint (control): no validation verdict needed")
-    path = target.run_dir / "validation" / f"{target.variant}.json"
-    current = (target.manifest or {}).get("fingerprint")
+    run = RunDir(target.run_dir)
     try:
-        recorded = read_json(path)
-        judged = recorded.get("variant_fingerprint")
-        passed = recorded.get("passed") is True
-        detail = f"{path} says passed={passed}"
-        if passed and current and judged != current:
-            passed, detail = False, (f"{path} judged variant fingerprint {judged}, but the variant is now {current} "
-                                     "(quantized again since)")
-    except FileNotFoundError:
-        passed, detail = False, f"no verdict at {path}"
-    except (json.JSONDecodeError, AttributeError):
-        passed, detail = False, f"{path} is not a valid verdict"
+        found = load_verdict(run, target.variant)
+        detail = _describe(found, verdict_path(run, target.variant))
+    except InputError as error:
+        found, detail = None, error.problem
+    passed = found is not None and found.passed
     if passed:
         return Check("verdict", "ok", detail)
     if force:
@@ -69,6 +64,14 @@ def verdict(target: ServeTarget, force: bool) -> Check:
         detail,
         f"run `quantship validate --run-dir {target.run_dir}` and serve a passing variant, or pass --force",
     )
+
+
+def _describe(found: Verdict | None, path: Path) -> str:
+    if found is None:
+        return f"no verdict at {path}"
+    if found.stale:
+        return f"{found.path} is stale: {found.stale}"
+    return f"{found.path} says passed={found.passed}"
 
 
 def hashes(target: ServeTarget) -> Check:
@@ -94,40 +97,20 @@ def hashes(target: ServeTarget) -> Check:
 
 def compatibility(target: ServeTarget, stack: str, gpu: dict | None) -> Check:
     """The format x stack x hardware cell of `quantship plan`'s matrix."""
-    if target.format == "gguf" and stack != "llama.cpp":
+    artifact = target.artifact
+    if artifact.container == "gguf" and stack != "llama.cpp":
         return Check("compatibility", "failed", f"{stack} does not serve GGUF files here", "use --stack llama.cpp")
-    if target.format != "gguf" and stack == "llama.cpp":
+    if artifact.container != "gguf" and stack == "llama.cpp":
         return Check(
             "compatibility",
             "failed",
-            f"llama.cpp serves GGUF files, not {target.format} checkpoints",
+            f"llama.cpp serves GGUF files, not {artifact.label} checkpoints",
             "use --stack vllm-cpu (CPU) or vllm (GPU), or quantize a GGUF variant",
         )
-    fmt = plan_format(target)
+    fmt = artifact.format
     if fmt is None:
-        return Check("compatibility", "skipped", f"{target.format} is not in quantship's matrix; the server decides")
-    from quantship.plan.hardware import HardwareProfile, local_cpu_flags
-    from quantship.plan.matrix import support
-
-    if gpu is None:
-        import platform
-
-        hardware = HardwareProfile(
-            id="cpu",
-            name="this CPU",
-            kind="cpu",
-            memory_bytes=_host_memory(),
-            arch=platform.machine(),
-            cpu_flags=local_cpu_flags(),
-        )
-    else:
-        hardware = HardwareProfile(
-            id="gpu",
-            name=gpu["name"],
-            kind="gpu",
-            memory_bytes=gpu["memory_bytes"],
-            compute_capability=gpu["compute_capability"],
-        )
+        return Check("compatibility", "skipped", f"{artifact.label} is not in quantship's matrix; the server decides")
+    hardware = this_machine(gpu)
     cell = support(fmt, "llamacpp" if stack == "llama.cpp" else "vllm", hardware)
     where = f"{fmt} on {stack} ({hardware.kind})"
     if cell.status == "refused":
@@ -139,7 +122,7 @@ def compatibility(target: ServeTarget, stack: str, gpu: dict | None) -> Check:
 
 def memory(target: ServeTarget, stack: str, kv_cache_gib: int, gpu: dict | None) -> Check:
     """Weights + KV cache + runtime fit in available host (CPU) or free GPU memory."""
-    weights = _weight_bytes(target)
+    weights = target.artifact.weights_bytes
     if gpu is not None:
         free = gpu["free_bytes"]
         need = weights // max(1, gpu.get("tensor_parallel", 1))
@@ -183,43 +166,3 @@ def raise_on_failure(checks: list[Check]) -> None:
     for check in checks:
         if check.status == "failed":
             raise InputError(f"pre-flight {check.name}: {check.detail}", check.fix)
-
-
-def detect_gpu() -> dict | None:
-    """The first NVIDIA GPU (name, memory, compute capability), or None on a CPU machine."""
-    if shutil.which("nvidia-smi") is None:
-        return None
-    query = "--query-gpu=name,memory.total,memory.free,compute_cap"
-    try:
-        done = subprocess.run(
-            ["nvidia-smi", query, "--format=csv,noheader,nounits"],
-            capture_output=True,
-            text=True,
-            timeout=20,
-            check=False,
-        )
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    lines = [line for line in done.stdout.splitlines() if line.strip()]
-    if done.returncode != 0 or not lines:
-        return None
-    name, total, free, cap = (part.strip() for part in lines[0].split(","))
-    return {
-        "name": name,
-        "memory_bytes": int(float(total)) << 20,
-        "free_bytes": int(float(free)) << 20,
-        "compute_capability": float(cap),
-        "count": len(lines),
-    }
-
-
-def _weight_bytes(target: ServeTarget) -> int:
-    if target.path.is_file():
-        return target.path.stat().st_size
-    return sum(f.stat().st_size for f in target.path.glob("*.safetensors")) or sum(
-        f.stat().st_size for f in target.path.glob("*.bin")
-    )
-
-
-def _host_memory() -> int:
-    return psutil.virtual_memory().total

@@ -25,13 +25,15 @@ import psutil
 
 from quantship.envs import vllm_cpu
 from quantship.errors import GateFailed, InputError, NotAvailable
+from quantship.formats.hardware import detect_gpu
 from quantship.home import quantship_home
-from quantship.rundir import atomic_write_json, read_json
+from quantship.options import DEFAULT_READY_TIMEOUT_S
+from quantship.rundir import RunDir, atomic_write_json, read_json
 from quantship.serve import health, launch, preflight
 from quantship.serve.launch import LaunchSpec, ServeOptions
 from quantship.serve.target import ServeTarget, from_model_path, from_variant
+from quantship.validate.verdicts import load_selection
 
-DEFAULT_READY_TIMEOUT_S = 600.0
 Say = Callable[[str], None]
 
 
@@ -106,21 +108,8 @@ def resolve_target(run_dir: Path | None, variant: str | None, model: Path | None
 
 
 def selected_variant(run_dir: Path) -> str:
-    """The variant `quantship validate --select` chose to ship (validation/selected.json)."""
-    path = Path(run_dir) / "validation" / "selected.json"
-    try:
-        chosen = read_json(path).get("selected")
-    except FileNotFoundError:
-        raise InputError(
-            f"{path} does not exist",
-            f"run `quantship validate --run-dir {run_dir} --select smallest-passing` first",
-        ) from None
-    if not chosen:
-        raise InputError(
-            f"no variant passed the gate in {run_dir} ({path})",
-            "see report.html; serve a variant by name with --force to override",
-        )
-    return chosen
+    """The variant `quantship validate --select` chose to ship, while that choice is current."""
+    return load_selection(RunDir(run_dir))
 
 
 def resolve_stack(stack: str, target: ServeTarget, gpu: dict | None, need_gpu: bool = True) -> str:
@@ -128,7 +117,7 @@ def resolve_stack(stack: str, target: ServeTarget, gpu: dict | None, need_gpu: b
     aliases = {"llamacpp": "llama.cpp", "llama-cpp": "llama.cpp", "vllm_cpu": "vllm-cpu"}
     wanted = aliases.get(wanted, wanted)
     if wanted == "auto":
-        if target.format == "gguf":
+        if target.artifact.container == "gguf":
             return "llama.cpp"
         return "vllm" if gpu is not None else "vllm-cpu"
     if wanted not in launch.STACKS:
@@ -214,7 +203,7 @@ def start_server(
     if opts.port == 0:
         opts = dataclasses.replace(opts, port=free_port(opts.host))
     out_dir = serve_dir(run_dir)
-    gpu = preflight.detect_gpu()
+    gpu = detect_gpu()
     target = None
     if spec is None:
         target = resolve_target(run_dir, variant, model)
@@ -304,8 +293,8 @@ def _served_gate(server: RunningServer, target: ServeTarget | None, say: Say) ->
         return
     from quantship.progress import stderr_console
     from quantship.rundir import RunDir
-    from quantship.validate.run import validation_path
     from quantship.validate.served_gate import gate_running_server
+    from quantship.validate.verdicts import verdict_path
 
     say(f"served-engine validation of {target.variant} on the baseline's windows")
     run_dir = RunDir(target.run_dir)
@@ -324,7 +313,7 @@ def _served_gate(server: RunningServer, target: ServeTarget | None, say: Say) ->
         failed = [n for n in result["failed_checks"] if n.startswith("served:")]
         raise GateFailed(
             f"the served engine fails the gate: {', '.join(failed)}",
-            f"see {validation_path(run_dir, target.variant)}; the server was stopped",
+            f"see {verdict_path(run_dir, target.variant)}; the server was stopped",
         )
 
 
@@ -471,9 +460,9 @@ def _target_info(target: ServeTarget | None) -> dict | None:
         return None
     return {
         "path": str(target.path),
-        "format": target.format,
+        "format": target.artifact.label,
         "variant": target.variant,
-        "quantization": target.vllm_quantization,
+        "quantization": target.artifact.vllm_quantization,
     }
 
 

@@ -10,8 +10,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from quantship.options import Thresholds
 from quantship.validate.baseline_data import BaselineData
-from quantship.validate.gate import CheckResult, Thresholds
+from quantship.validate.gate import CheckResult
 from quantship.validate.scorers import Scorer
 
 

@@ -19,9 +19,10 @@ from quantship.data.tokens import encode_document, separator_id, token_stream
 from quantship.errors import InputError
 from quantship.evaluate.perplexity import LogitsFn, WindowPlan, hf_logits_fn, plan_windows, score_windows
 from quantship.models.loading import load_causal_lm
+from quantship.options import Thresholds
 from quantship.rundir import atomic_write_json, read_json, sha256_json
 from quantship.validate.baseline_data import BaselineData
-from quantship.validate.gate import CheckResult, Thresholds
+from quantship.validate.gate import CheckResult
 
 CACHE = "baseline-long.json"
 

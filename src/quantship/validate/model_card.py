@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from quantship.rundir import RunDir, atomic_write_text, read_json
+from quantship.validate.verdicts import VALIDATION_DIR, verdict_path
 
 CARD = "README.md"
 
@@ -41,7 +42,7 @@ def _checks_table(verdict: dict[str, Any]) -> list[str]:
 
 
 def _recovery_lines(run: RunDir, variant: str) -> list[str]:
-    for path in sorted((run.root / "validation").glob("*.recovery.json")):
+    for path in sorted((run.root / VALIDATION_DIR).glob("*.recovery.json")):
         record = _optional_json(path) or {}
         if record.get("recovered") == variant:
             steps = record.get("steps", [])
@@ -59,7 +60,7 @@ def _recovery_lines(run: RunDir, variant: str) -> list[str]:
 
 def model_card(run: RunDir, variant: str, serve_command: str) -> str:
     manifest = run.manifest(f"variants/{variant}") or {}
-    verdict = read_json(run.root / "validation" / f"{variant}.json")
+    verdict = read_json(verdict_path(run, variant))
     baseline = _optional_json(run.root / "baseline" / "baseline.json") or {}
     calibration = (run.manifest("calibration") or {}).get("stats") or {}
     perplexity = verdict["checks"].get("perplexity", {}).get("detail", {})

@@ -10,8 +10,9 @@ from collections.abc import Callable
 
 from quantship.evaluate.generation import prompt_ids
 from quantship.evaluate.prompts import Prompt
+from quantship.options import Thresholds
 from quantship.validate.baseline_data import BaselineData
-from quantship.validate.gate import CheckResult, Thresholds
+from quantship.validate.gate import CheckResult
 from quantship.validate.scorers import Scorer
 
 PROBE_TOKENS = 16  # as the baseline stage generates them

@@ -22,18 +22,23 @@ from pydantic import ValidationError
 from rich.console import Console
 
 from quantship.errors import InputError
+from quantship.formats.identify import identify
 from quantship.models.loading import load_tokenizer
-from quantship.options import RecoverOptions
+from quantship.options import RecoverOptions, Thresholds
 from quantship.progress import progress_bar
 from quantship.quantize.gguf_types import OVERRIDE_TYPES
 from quantship.quantize.spec import LayerOverride, VariantSpec
 from quantship.quantize.stage import run_quantize
 from quantship.rundir import RunDir, atomic_write_json
 from quantship.validate.baseline_data import BaselineData
-from quantship.validate.gate import Thresholds, failed_checks
-from quantship.validate.run import VALIDATION_DIR, ValidateOptions, measure_windows, validate_variant, variant_manifest
+from quantship.validate.gate import failed_checks
+from quantship.validate.run import ValidateOptions, measure_windows, validate_variant, variant_manifest
 from quantship.validate.scorers import open_scorer
 from quantship.validate.sensitivity import block_sensitivity, variant_weights
+from quantship.validate.verdicts import VALIDATION_DIR
+
+# quant methods whose variants --recover can requantize with per-block overrides
+RECOVERABLE = ("compressed-tensors", "gguf")
 
 
 def recovery_path(run_dir: RunDir, variant: str):
@@ -60,16 +65,18 @@ def recover_variant(
 ) -> dict[str, Any]:
     manifest = variant_manifest(run_dir, variant)
     spec = _source_spec(variant, manifest)
-    if manifest.get("format") not in ("compressed-tensors", "gguf"):
+    folder = run_dir.stage_dir(f"variants/{variant}")
+    artifact = identify(folder)
+    if artifact.quant_method not in RECOVERABLE:
         raise InputError(
-            f"--recover needs an llm-compressor or GGUF variant; {variant!r} is {manifest.get('format')}",
+            f"--recover needs an llm-compressor or GGUF variant; {variant!r} is {artifact.label}",
             "recover a compressed-tensors or GGUF variant of the quantize stage",
         )
     started = time.time()
     bits = manifest.get("bits_per_weight")
     record: dict[str, Any] = {
         "variant": variant,
-        "format": manifest.get("format"),
+        "format": artifact.label,
         "scheme": manifest.get("scheme"),
         "bits_per_weight": bits,
         "budget_bits_per_weight": recover.max_bits_per_weight,
@@ -83,9 +90,8 @@ def recover_variant(
         return _write_record(run_dir, record, started)
     ids = baseline.plan.input_ids[:1, : recover.sensitivity_tokens]
     eval_dtype = baseline.summary["eval"]["dtype"]
-    folder = run_dir.stage_dir(f"variants/{variant}")
-    with console.status(f"{variant}: dequantizing the variant's weights ({manifest.get('format')})"):
-        weights = variant_weights(baseline.checkpoint, folder, manifest, eval_dtype)
+    with console.status(f"{variant}: dequantizing the variant's weights ({artifact.label})"):
+        weights = variant_weights(baseline.checkpoint, artifact, eval_dtype)
     with progress_bar(f"{variant}: per-block sensitivity", _blocks(baseline.checkpoint), "blocks", console) as advance:
         ranking = block_sensitivity(baseline.checkpoint, weights, ids, eval_dtype, advance)
     del weights
@@ -94,7 +100,7 @@ def recover_variant(
         sensitivity={"layers": ranking, "tokens": int(ids.numel()), "method": "KL when only this block is quantized",
                      "seconds": round(time.time() - started, 1)},
         precision=precision,
-        kept_type=OVERRIDE_TYPES[precision] if manifest.get("format") == "gguf" else {"8bit": "W8A16", "bf16": "bf16"}[precision],
+        kept_type=OVERRIDE_TYPES[precision] if artifact.container == "gguf" else {"8bit": "W8A16", "bf16": "bf16"}[precision],
     )
     kept = 0
     if len(ranking) < 2:
@@ -143,8 +149,7 @@ def _screen(run_dir: RunDir, variant: str, baseline: BaselineData, thresholds: T
     """The window checks alone; None when they cannot run (the full validation then records why)."""
     eval_ = baseline.summary["eval"]
     try:
-        scorer = open_scorer(run_dir.stage_dir(f"variants/{variant}"), variant_manifest(run_dir, variant),
-                             load_tokenizer(baseline.checkpoint), eval_["dtype"], eval_["device"],
+        scorer = open_scorer(run_dir.stage_dir(f"variants/{variant}"), load_tokenizer(baseline.checkpoint), eval_["dtype"], eval_["device"],
                              max(int(baseline.plan.input_ids.shape[1]), 512))
     except Exception:  # validate_variant records the same failure as a failed check
         return None

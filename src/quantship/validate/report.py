@@ -9,7 +9,7 @@ from typing import Any
 
 from quantship.rundir import RunDir, atomic_write_text, read_json
 from quantship.validate.charts import kl_histogram_chart, sensitivity_chart, size_quality_chart
-from quantship.validate.select import SELECTED
+from quantship.validate.verdicts import SELECTED, VALIDATION_DIR, selection_path
 
 REPORT = "report.html"
 NOT_VERDICTS = {SELECTED, "baseline-long.json"}  # *.recovery.json lack "checks" and are skipped too
@@ -19,7 +19,7 @@ td,th{border:1px solid #ccc;padding:4px 8px;font-size:13px;vertical-align:top}.p
 
 
 def load_results(run_dir: RunDir) -> list[dict[str, Any]]:
-    folder = run_dir.root / "validation"
+    folder = run_dir.root / VALIDATION_DIR
     results = []
     for path in sorted(folder.glob("*.json")) if folder.is_dir() else []:
         if path.name not in NOT_VERDICTS and not path.name.startswith("."):
@@ -30,7 +30,7 @@ def load_results(run_dir: RunDir) -> list[dict[str, Any]]:
 
 
 def load_recoveries(run_dir: RunDir) -> list[dict[str, Any]]:
-    folder = run_dir.root / "validation"
+    folder = run_dir.root / VALIDATION_DIR
     return [read_json(p) for p in sorted(folder.glob("*.recovery.json"))] if folder.is_dir() else []
 
 
@@ -137,7 +137,7 @@ def write_report(run_dir: RunDir) -> Path:
     results = load_results(run_dir)
     max_delta = results[0]["thresholds"]["max_perplexity_delta"] if results else 0.1
     selected = ""
-    selected_path = run_dir.root / "validation" / SELECTED
+    selected_path = selection_path(run_dir)
     if selected_path.exists():
         sel = read_json(selected_path)
         selected = f"<p id=\"selected\"><b>Selected ({_esc(sel['policy'])}):</b> {_esc(sel['selected'])} — {_esc(sel['reason'])}</p>"

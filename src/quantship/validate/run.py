@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 import time
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -12,24 +11,20 @@ from rich.console import Console
 
 from quantship.errors import InputError
 from quantship.models.loading import load_tokenizer
-from quantship.options import ValidateOptions
+from quantship.options import Thresholds, ValidateOptions
 from quantship.progress import progress_bar
 from quantship.rundir import RunDir, atomic_write_json, read_json, sha256_json, tool_versions
 from quantship.validate.baseline_data import BaselineData
-from quantship.validate.gate import CheckResult, Thresholds, errored, failed_checks
+from quantship.validate.gate import CheckResult, errored, failed_checks
 from quantship.validate.greedy import greedy_check
 from quantship.validate.long_context import baseline_long_perplexity, long_context_check, long_perplexity, long_plan
 from quantship.validate.probes import probe_check
 from quantship.validate.scorers import open_scorer
 from quantship.validate.tasks import baseline_task_accuracy, lm_for, prepare_tasks, task_accuracy
+from quantship.validate.verdicts import VALIDATION_DIR, verdict_path
 from quantship.validate.windows import WindowComparison, compare_windows
 
-VALIDATION_DIR = "validation"
 KL_BINS = [0.0, 1e-4, 3e-4, 1e-3, 3e-3, 0.01, 0.03, 0.1, 0.3, 1.0, 3.0, math.inf]
-
-
-def validation_path(run_dir: RunDir, variant: str) -> Path:
-    return run_dir.root / VALIDATION_DIR / f"{variant}.json"
 
 
 def variant_manifest(run_dir: RunDir, variant: str) -> dict[str, Any]:
@@ -51,7 +46,7 @@ def validate_variant(
     key = sha256_json(
         {"variant": manifest.get("fingerprint"), "baseline": baseline.fingerprint, "thresholds": thresholds, "options": options.__dict__}
     )
-    out = validation_path(run_dir, variant)
+    out = verdict_path(run_dir, variant)
     if not force and out.exists():
         previous = read_json(out)
         # A verdict with a check that could not be measured is measured again: the error may be fixed.
@@ -73,7 +68,7 @@ def validate_variant(
     runtime = None
     try:
         with console.status(f"loading {variant} ({manifest.get('format')})"):
-            scorer = open_scorer(folder, manifest, tokenizer, eval_["dtype"], eval_["device"], n_ctx)
+            scorer = open_scorer(folder, tokenizer, eval_["dtype"], eval_["device"], n_ctx)
         runtime = scorer.runtime
     except Exception as error:  # an unloadable variant fails every check, with the reason
         for name, limit, cmp in _all_checks(thresholds, options.tasks):

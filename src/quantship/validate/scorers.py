@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Protocol
 
 import torch
 
 from quantship.errors import InputError
 from quantship.evaluate.generation import Generation
+from quantship.formats.identify import identify
 from quantship.models.loading import load_causal_lm
-from quantship.quantize.gguf_files import model_gguf
 
 
 class Scorer(Protocol):
@@ -32,14 +32,12 @@ class Scorer(Protocol):
     def close(self) -> None: ...
 
 
-def open_scorer(folder: Path, manifest: dict[str, Any], tokenizer, dtype: str, device: str, n_ctx: int) -> Scorer:
-    """The scorer for a variant folder, chosen by the format its manifest records."""
-    fmt = manifest.get("format")
-    if fmt == "gguf":
-        return LlamaCppScorer(model_gguf(folder), tokenizer, n_ctx)
-    if fmt in ("compressed-tensors", "safetensors", "bitsandbytes-nf4"):
-        return TransformersScorer(folder, tokenizer, dtype, device)
-    raise InputError(f"{folder}: unknown variant format {fmt!r}", "re-run `quantship quantize` for it")
+def open_scorer(folder: Path, tokenizer, dtype: str, device: str, n_ctx: int) -> Scorer:
+    """The scorer for a variant folder: llama.cpp for GGUF, transformers for a checkpoint."""
+    artifact = identify(folder)
+    if artifact.runtime == "llama.cpp":
+        return LlamaCppScorer(artifact.path, tokenizer, n_ctx)
+    return TransformersScorer(artifact.folder, tokenizer, dtype, device)
 
 
 def _finish(

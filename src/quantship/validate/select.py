@@ -6,9 +6,7 @@ import time
 from typing import Any
 
 from quantship.rundir import RunDir, atomic_write_json
-
-POLICIES = ("smallest-passing",)
-SELECTED = "selected.json"
+from quantship.validate.verdicts import VALIDATION_DIR, selection_path
 
 
 def select_variant(run_dir: RunDir, results: list[dict[str, Any]], policy: str) -> dict[str, Any]:
@@ -33,9 +31,9 @@ def select_variant(run_dir: RunDir, results: list[dict[str, Any]], policy: str) 
         "selected": chosen["variant"] if chosen else None,
         "reason": reason,
         "variant_fingerprint": chosen.get("variant_fingerprint") if chosen else None,
-        "validation": f"validation/{chosen['variant']}.json" if chosen else None,
+        "validation": f"{VALIDATION_DIR}/{chosen['variant']}.json" if chosen else None,
         "candidates": candidates,
         "selected_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
-    atomic_write_json(run_dir.root / "validation" / SELECTED, selection)
+    atomic_write_json(selection_path(run_dir), selection)
     return selection

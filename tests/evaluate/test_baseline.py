@@ -8,9 +8,9 @@ import pytest
 from safetensors.torch import load_file
 
 from quantship.errors import InputError
+from quantship.evaluate.baseline import BaselineOptions, baseline_checkpoint, run_baseline
 from quantship.progress import stderr_console
 from quantship.rundir import RunDir, read_json
-from quantship.stages.baseline import BaselineOptions, baseline_checkpoint, run_baseline
 
 OPTIONS = BaselineOptions(window=64, stride=32, max_windows=6, batch_size=2, topk=8, max_new_tokens=6)
 

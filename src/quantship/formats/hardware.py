@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import os
 import platform
+import shutil
+import subprocess
 import time
 from functools import lru_cache
 from importlib import resources
@@ -61,7 +63,7 @@ class _GpuEntry(BaseModel):
 
 @lru_cache(maxsize=1)
 def gpu_profiles() -> dict[str, HardwareProfile]:
-    text = resources.files("quantship.plan").joinpath("data/hardware.yaml").read_text("utf-8")
+    text = resources.files("quantship.formats").joinpath("data/hardware.yaml").read_text("utf-8")
     profiles = {}
     for key, raw in yaml.safe_load(text)["profiles"].items():
         entry = _GpuEntry.model_validate(raw)
@@ -117,7 +119,7 @@ def _profile_file(path: Path) -> HardwareProfile:
 
 def detect_cpu(bandwidth_gbs: float | None = None) -> HardwareProfile:
     """This machine as a CPU serving target; bandwidth given, else measured."""
-    model, flags = _cpuinfo()
+    model, flags = cpuinfo()
     source = "given"
     if bandwidth_gbs is None:
         bandwidth_gbs, source = measure_bandwidth_gbs(), "measured (numpy copy)"
@@ -136,10 +138,10 @@ def detect_cpu(bandwidth_gbs: float | None = None) -> HardwareProfile:
 
 def local_cpu_flags(path: Path = Path("/proc/cpuinfo")) -> tuple[str, ...]:
     """The instruction-set flags of this CPU that serving kernels depend on."""
-    return tuple(f for f in CPU_FLAGS_OF_INTEREST if f in _cpuinfo(path)[1])
+    return tuple(f for f in CPU_FLAGS_OF_INTEREST if f in cpuinfo(path)[1])
 
 
-def _cpuinfo(path: Path = Path("/proc/cpuinfo")) -> tuple[str | None, set[str]]:
+def cpuinfo(path: Path = Path("/proc/cpuinfo")) -> tuple[str | None, set[str]]:
     model, flags = None, set()
     try:
         for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
@@ -180,3 +182,44 @@ def measure_bandwidth_gbs(megabytes: int = 256, repeats: int = 5) -> float:
         np.copyto(target, source)
         best = min(best, time.perf_counter() - start)
     return round(2 * source.nbytes / best / 1e9, 1)
+
+
+def detect_gpu() -> dict | None:
+    """The first NVIDIA GPU (name, memory, compute capability), or None on a CPU machine."""
+    if shutil.which("nvidia-smi") is None:
+        return None
+    query = "--query-gpu=name,memory.total,memory.free,compute_cap"
+    try:
+        done = subprocess.run(
+            ["nvidia-smi", query, "--format=csv,noheader,nounits"],
+            capture_output=True,
+            text=True,
+            timeout=20,
+            check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    lines = [line for line in done.stdout.splitlines() if line.strip()]
+    if done.returncode != 0 or not lines:
+        return None
+    name, total, free, cap = (part.strip() for part in lines[0].split(","))
+    return {
+        "name": name,
+        "memory_bytes": int(float(total)) << 20,
+        "free_bytes": int(float(free)) << 20,
+        "compute_capability": float(cap),
+        "count": len(lines),
+    }
+
+
+def this_machine(gpu: dict | None) -> HardwareProfile:
+    """The device a server started here runs on: `detect_gpu()`'s GPU, else this host's CPU."""
+    if gpu is None:
+        return HardwareProfile(
+            id="cpu", name="this CPU", kind="cpu", memory_bytes=psutil.virtual_memory().total,
+            arch=platform.machine(), cpu_flags=local_cpu_flags(),
+        )
+    return HardwareProfile(
+        id="gpu", name=gpu["name"], kind="gpu", memory_bytes=gpu["memory_bytes"],
+        compute_capability=gpu["compute_capability"],
+    )

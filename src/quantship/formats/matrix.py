@@ -15,7 +15,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from quantship.errors import InputError
-from quantship.plan.hardware import HardwareProfile
+from quantship.formats.hardware import HardwareProfile
 
 Status = Literal["ok", "slow", "refused"]
 STACKS = ("vllm", "llamacpp", "transformers")
@@ -135,7 +135,7 @@ class Support(BaseModel):
 
 @lru_cache(maxsize=1)
 def load_matrix() -> Matrix:
-    text = resources.files("quantship.plan").joinpath("data/formats.yaml").read_text("utf-8")
+    text = resources.files("quantship.formats").joinpath("data/formats.yaml").read_text("utf-8")
     raw = yaml.safe_load(text)
     for key, spec in raw["formats"].items():
         spec["id"] = key
