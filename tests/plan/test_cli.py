@@ -56,7 +56,7 @@ def test_refused_pair_is_one_line_exit_2_and_writes_nothing(tmp_path, configs):
     run = quantship("plan", "--model", str(tmp_path), "--hardware", "h100", "--format", "gguf",
                     "--stack", "vllm", "--run-dir", "run", cwd=tmp_path)
     assert run.returncode == 2
-    assert run.stderr.count("\n") == 1 and "--stack llamacpp" in run.stderr
+    assert run.stderr.count("\n") == 1 and "--stack llama.cpp" in run.stderr
     assert not (tmp_path / "run/plan").exists()
 
 
@@ -76,3 +76,12 @@ def test_unchanged_plan_is_kept_and_a_changed_request_replans(tmp_path, configs)
     wider = PlanArgs(model=model, hardware="h100", context=8192, concurrency=4)
     assert write_plan(runs, wider, plan_from_args(wider)) is True
     assert json.loads((tmp_path / "run/plan/plan.json").read_text())["traffic"]["context"] == 8192
+
+
+def test_stack_llamacpp_is_still_accepted_and_planned_as_llama_cpp(tmp_path, configs):
+    (tmp_path / "config.json").write_text(json.dumps(configs["llama2_13b"]))
+    run = quantship("plan", "--model", str(tmp_path), "--hardware", "h100", "--format", "gguf",
+                    "--stack", "llamacpp", "--context", "2048", "--concurrency", "4", "--run-dir", "run", cwd=tmp_path)
+    assert run.returncode == 0, run.stderr
+    plan = json.loads((tmp_path / "run/plan/plan.json").read_text())
+    assert plan["chosen"]["stack"] == "llama.cpp" and "llama-server" in run.stdout

@@ -17,11 +17,11 @@ T4 = HardwareProfile(id="t4", name="T4", kind="gpu", memory_bytes=16 << 30, comp
 
 def test_gguf_on_vllm_is_refused_with_the_stack_to_use():
     verdict = support("gguf-q4_k_m", "vllm", load_hardware("h100"))
-    assert verdict.status == "refused" and "--stack llamacpp" in verdict.reason
+    assert verdict.status == "refused" and "--stack llama.cpp" in verdict.reason
 
 
 def test_gptq_on_llamacpp_is_refused_because_it_reads_gguf_only():
-    verdict = support(resolve_format("gptq"), "llamacpp", load_hardware("h100"))
+    verdict = support(resolve_format("gptq"), "llama.cpp", load_hardware("h100"))
     assert verdict.status == "refused" and "GGUF files only" in verdict.reason
 
 
@@ -68,7 +68,7 @@ def test_arm_cpu_vllm_is_bf16_only():
 
 def test_llamacpp_serves_gguf_on_cpu_and_gpu():
     for hardware in (CPU, load_hardware("l4")):
-        assert support("gguf-q8_0", "llamacpp", hardware).status == "ok"
+        assert support("gguf-q8_0", "llama.cpp", hardware).status == "ok"
 
 
 def test_nf4_is_transformers_on_gpu_only():
@@ -90,7 +90,7 @@ def test_aliases_and_unknown_names():
     assert resolve_format("INT4") == "w4a16"
     assert resolve_format("fp8") == "w8a8-fp8"
     assert resolve_format("Q4_K_M") == "gguf-q4_k_m"
-    assert resolve_stack("llama.cpp") == "llamacpp"
+    assert resolve_stack("llama.cpp") == resolve_stack("llamacpp") == resolve_stack("Llama-CPP") == "llama.cpp"
     with pytest.raises(InputError, match="unknown format 'int3'.*w4a16"):
         resolve_format("int3")
     with pytest.raises(InputError, match="unknown serving stack"):

@@ -67,7 +67,7 @@ def test_fp8_kv_halves_kv_and_llamacpp_uses_q8_0(llama2_13b):
     full = _budget(llama2_13b, "bf16", 4096, 8)
     fp8 = _budget(llama2_13b, "bf16", 4096, 8, kv="fp8")
     assert fp8.kv_bytes * 2 == full.kv_bytes and fp8.kv_dtype == "fp8"
-    q8 = _budget(llama2_13b, "gguf-q8_0", 4096, 8, kv="fp8", stack="llamacpp")
+    q8 = _budget(llama2_13b, "gguf-q8_0", 4096, 8, kv="fp8", stack="llama.cpp")
     assert q8.kv_dtype == "q8_0" and q8.kv_bytes_per_token == 2 * 40 * 40 * 128 * 34 // 32
 
 

@@ -122,10 +122,10 @@ def test_variant_brings_its_real_size_and_fixes_the_format(llama2_13b, tmp_path)
 
 
 def test_explicit_refusals_raise_with_the_reason(llama2_13b):
-    with pytest.raises(InputError, match="gguf-q4_k_m cannot be served with vllm.*--stack llamacpp"):
+    with pytest.raises(InputError, match="gguf-q4_k_m cannot be served with vllm.*--stack llama.cpp"):
         plan(llama2_13b, format="gguf-q4_k_m", stack="vllm")
-    with pytest.raises(InputError, match="w4a16 cannot be served with llamacpp.*GGUF files only"):
-        plan(llama2_13b, format="w4a16", stack="llamacpp")
+    with pytest.raises(InputError, match="w4a16 cannot be served with llama.cpp.*GGUF files only"):
+        plan(llama2_13b, format="w4a16", stack="llama.cpp")
     with pytest.raises(InputError, match="SM 8.9"):
         plan(llama2_13b, "a100-80gb", format="w8a8-fp8")
 

@@ -124,10 +124,10 @@ def test_weights_larger_than_memory_are_refused(tmp_path):
     folder = write_checkpoint(tmp_path / "huge")
     with open(folder / "model.safetensors", "r+b") as handle:
         handle.truncate(1 << 42)  # sparse: 4 TiB on paper, nothing on disk
-    check = preflight.memory(from_model_path(folder), "vllm-cpu", 1, None)
+    check = preflight.memory(from_model_path(folder), "vllm-cpu", ServeOptions(kv_cache_gib=1), None)
     assert check.status == "failed" and "kv-cache" in check.fix
     small = from_model_path(write_checkpoint(tmp_path / "small"))
-    assert preflight.memory(small, "vllm-cpu", 1, None).status == "ok"
+    assert preflight.memory(small, "vllm-cpu", ServeOptions(kv_cache_gib=1), None).status == "ok"
 
 
 def test_gpu_memory_is_split_over_tensor_parallel(tmp_path):
@@ -136,8 +136,8 @@ def test_gpu_memory_is_split_over_tensor_parallel(tmp_path):
         handle.truncate(30 << 30)
     gpu = {"name": "L4", "memory_bytes": 24 << 30, "free_bytes": 20 << 30, "compute_capability": 8.9}
     target = from_model_path(folder)
-    assert preflight.memory(target, "vllm", 0, {**gpu, "tensor_parallel": 1}).status == "failed"
-    assert preflight.memory(target, "vllm", 0, {**gpu, "tensor_parallel": 2}).status == "ok"
+    assert preflight.memory(target, "vllm", ServeOptions(tensor_parallel=1), gpu).status == "failed"
+    assert preflight.memory(target, "vllm", ServeOptions(tensor_parallel=2), gpu).status == "ok"
 
 
 def test_busy_port_is_refused():

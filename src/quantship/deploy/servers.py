@@ -19,13 +19,19 @@ from quantship.deploy.sizing import PodSize
 from quantship.options import DEFAULT_READY_TIMEOUT_S
 from quantship.serve import health, launch
 from quantship.serve.launch import ServeOptions
+from quantship.serve.stacks import STACKS
 from quantship.serve.target import ServeTarget
 
 PORT = 8000
 MOUNT = PurePosixPath("/models")
 CHECKSUMS = "SHA256SUMS"
 PROBE_PERIOD_S = 10
-LLAMA_SERVER = Path("/app/llama-server")  # in ghcr.io/ggml-org/llama.cpp:server
+# serve's stack -> its image in the config's `images:` and the server program inside that image
+IMAGES = {
+    "vllm": ("vllm", Path("python3")),
+    "vllm-cpu": ("vllm_cpu", Path("python3")),
+    "llama.cpp": ("llamacpp", Path("/app/llama-server")),
+}
 PART_OF = {"app.kubernetes.io/part-of": "quantship"}
 SERVER_COMPONENT = {"app.kubernetes.io/component": "model-server"}  # both roles: what a Rollout selects
 LOCAL_ONLY_ENV = ("VLLM_CACHE_ROOT", "TMPDIR")  # serve's per-run folders on this machine
@@ -82,12 +88,7 @@ def server_command(server: ModelServer) -> launch.LaunchSpec:
         threads=size.cpus,
         kv_cache_gib=int(size.settings.env.get("VLLM_CPU_KVCACHE_SPACE", 1)),
     )
-    if size.stack == "vllm":
-        spec = launch.vllm_gpu(target, Path("python3"), opts)
-    elif size.stack == "vllm-cpu":
-        spec = launch.vllm_cpu(target, Path("python3"), opts, Path("/tmp"))
-    else:
-        spec = launch.llama_server(target, LLAMA_SERVER, opts)
+    spec = STACKS[size.stack].launch_spec(target, IMAGES[size.stack][1], opts, Path("/tmp"))
     argv = list(spec.argv)
     for flag, value in zip(plan_args[::2], plan_args[1::2], strict=True):
         if flag not in argv:
@@ -111,7 +112,7 @@ def pod_template(server: ModelServer, cfg: DeployConfig) -> dict:
     size = server.size
     launched = server_command(server)
     argv, env = launched.argv, launched.env
-    image = {"vllm": cfg.images.vllm, "vllm-cpu": cfg.images.vllm_cpu, "llama.cpp": cfg.images.llamacpp}[size.stack]
+    image = getattr(cfg.images, IMAGES[size.stack][0])
     memory = f"{math.ceil(size.memory_bytes / (1 << 20))}Mi"
     resources = {"cpu": str(size.cpus), "memory": memory}
     if size.devices:
@@ -121,7 +122,7 @@ def pod_template(server: ModelServer, cfg: DeployConfig) -> dict:
         {"name": "artifacts", "persistentVolumeClaim": {"claimName": cfg.artifacts.claim, "readOnly": True}},
         {"name": "checksums", "configMap": {"name": f"{server.name}-checksums"}},
     ]
-    if size.stack != "llama.cpp":  # vLLM's workers and NCCL exchange tensors through /dev/shm
+    if STACKS[size.stack].engine == "vllm":  # vLLM's workers and NCCL exchange tensors through /dev/shm
         mounts.append({"name": "dshm", "mountPath": "/dev/shm"})
         volumes.append({"name": "dshm", "emptyDir": {"medium": "Memory"}})
     spec = {

@@ -18,11 +18,11 @@ from quantship.plan.memory import CPU_RUNTIME_BYTES, GIB
 from quantship.plan.planner import Candidate, Plan, make_plan
 from quantship.plan.sizing import ServeSettings, cpu_kv_space_gib, serve_settings
 from quantship.plan.variant import VariantInfo, inspect_variant
+from quantship.serve.stacks import for_engine
 from quantship.serve.target import ServeTarget
 
 # Any GGUF matrix entry budgets a GGUF file the same way once its real size is known.
 GGUF_FAMILY = "gguf-q8_0"
-STACK_OF_PLAN = {"vllm": "vllm", "llamacpp": "llama.cpp"}
 
 
 @dataclass(frozen=True)
@@ -73,14 +73,13 @@ def size_model(plan: Plan, target: ServeTarget, nodes: Nodes) -> PodSize:
     except InputError as error:
         raise InputError(f"{target.name} ({info.format}) does not fit the declared nodes: {error.problem}",
                          "declare more GPUs per node (nodes.gpus_per_node) or a smaller variant") from None
-    stack = STACK_OF_PLAN.get(candidate.stack)
-    if stack is None:
+    serving = for_engine(candidate.stack, plan.hardware.kind)
+    if serving is None:
         raise InputError(f"{target.name}: {info.format} is served by {candidate.stack}, which quantship does not deploy",
                          "quantize a vLLM (w4a16, w8a8) or GGUF variant")
+    stack = serving.id
     fit = candidate.fit
     gpu = plan.hardware.kind == "gpu"
-    if stack == "vllm" and not gpu:
-        stack = "vllm-cpu"
     settings = serve_settings(candidate.stack, plan.hardware, fit.budget, plan.traffic.context,
                               plan.traffic.concurrency, plan.max_memory_utilization)
     tp = fit.tensor_parallel

@@ -35,6 +35,7 @@ STAMP = ".quantship-env.json"
 # Measured here (2 cores): 3 min 57 s, 3.4 GB; see docs/serve.md.
 EXPECTED_MINUTES = 5
 EXPECTED_DISK_GB = 3.5
+SUMMARY = "vLLM CPU server in its own venv (~3.4 GB); ~4 min"  # what `quantship setup` says before it starts
 
 
 

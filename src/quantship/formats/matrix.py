@@ -18,7 +18,7 @@ from quantship.errors import InputError
 from quantship.formats.hardware import HardwareProfile
 
 Status = Literal["ok", "slow", "refused"]
-STACKS = ("vllm", "llamacpp", "transformers")
+STACKS = ("vllm", "llama.cpp", "transformers")
 
 
 class _Strict(BaseModel):
@@ -155,10 +155,16 @@ def resolve_format(name: str) -> str:
     )
 
 
+def stack_key(name: str) -> str:
+    """How stack names compare: case and `.`, `-`, `_` do not count, so `llamacpp` and `Llama-CPP` are `llama.cpp`."""
+    return name.strip().lower().replace(".", "").replace("-", "").replace("_", "")
+
+
 def resolve_stack(name: str) -> str:
-    wanted = name.strip().lower().replace(".", "").replace("-", "").replace("_", "")
-    if wanted in STACKS:
-        return wanted
+    """The matrix's engine for a user's spelling of it."""
+    for stack in STACKS:
+        if stack_key(name) == stack_key(stack):
+            return stack
     raise InputError(f"unknown serving stack {name!r}", f"use one of: {', '.join(STACKS)} (or auto)")
 
 

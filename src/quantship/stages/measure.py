@@ -27,16 +27,10 @@ from quantship.quantize.stage import completed_variants
 from quantship.rundir import RunDir
 from quantship.serve.launch import ServeOptions
 from quantship.serve.server import build_spec, start_server
+from quantship.serve.stacks import for_engine
 from quantship.serve.target import ServeTarget, from_model_path, from_variant
 
 Say = Callable[[str], None]
-# The matrix's stack -> the serve stage's stack on this kind of device.
-SERVE_STACKS = {
-    ("vllm", "cpu"): "vllm-cpu",
-    ("vllm", "gpu"): "vllm",
-    ("llamacpp", "cpu"): "llama.cpp",
-    ("llamacpp", "gpu"): "llama.cpp",
-}
 
 
 @dataclass(frozen=True)
@@ -101,10 +95,11 @@ def _judge(name: str, variant: str | None, target: ServeTarget, run_dir: Path, h
     cell = support(fmt, matrix_stack, hardware)
     if cell.status == "refused":
         return Pick(name, variant, target.path, fmt, skip=f"{fmt} on {matrix_stack}: {cell.reason}")
-    stack = SERVE_STACKS.get((matrix_stack, hardware.kind))
-    if stack is None:
+    serving = for_engine(matrix_stack, hardware.kind)
+    if serving is None:
         return Pick(name, variant, target.path, fmt,
                     skip=f"{fmt} runs on {matrix_stack}, which quantship does not serve", fix="plan it from priors")
+    stack = serving.id
     try:  # the stack's environment: one line naming its setup command when it is missing
         build_spec(target, stack, ServeOptions(port=0), run_dir)
     except QuantshipError as error:
