@@ -25,8 +25,8 @@ from safetensors.torch import load_file
 
 from quantship.bench.provenance import provenance
 from quantship.evaluate.perplexity import WindowPlan, hf_logits_fn, score_windows
+from quantship.layout import BASELINE_JSON, EVAL_TENSORS, baseline_checkpoint
 from quantship.rundir import RunDir, atomic_write_json, read_json
-from quantship.evaluate.baseline import BASELINE_JSON, EVAL_TENSORS, baseline_checkpoint
 
 CAVEAT = (
     "demo model weights come from a Q4_1 GGUF (4-bit, block-32, asymmetric grid): Q4_1 and g32 asymmetric "

@@ -22,6 +22,8 @@ LEAVES = {
     "errors": set(),
     "rollout": {"errors"},
 }
+# The layers above the domain packages: only they (and the CLI) compose stages.
+COMPOSERS = {"cli", "commands", "pipeline", "stages"}
 
 
 def package_of(module: str) -> str | None:
@@ -95,9 +97,13 @@ def main() -> int:
     for leaf, allowed in LEAVES.items():
         if extra := graph.get(leaf, set()) - allowed:
             broken.append(f"{leaf} may import only {', '.join(sorted(allowed)) or 'nothing'}, but imports {', '.join(sorted(extra))}")
+    for package in sorted(set(graph) - COMPOSERS):
+        if upward := graph[package] & COMPOSERS:
+            broken.append(f"{package} is a domain package but imports {', '.join(sorted(upward))} (pass what it needs in instead)")
     for line in broken:
         print(f"import rule broken: {line}", file=sys.stderr)
-    print("ok: no package cycle, leaves are leaves" if not broken else f"{len(broken)} rule(s) broken", file=sys.stderr)
+    verdict = f"{len(broken)} rule(s) broken" if broken else "ok: no package cycle, leaves are leaves, domain packages import no stage"
+    print(verdict, file=sys.stderr)
     return 1 if broken else 0
 
 

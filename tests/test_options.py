@@ -18,15 +18,17 @@ from quantship.cli import app
 from quantship.options import (
     BaselineOptions,
     BenchOptions,
+    BenchSection,
     CalibrationOptions,
     PlanOptions,
     RecoverOptions,
     ServeOptions,
+    ServeSection,
     Thresholds,
     ValidateOptions,
     ValidateStageOptions,
 )
-from quantship.pipeline.config import BenchSection, PipelineConfig, ServeSection
+from quantship.pipeline.config import PipelineConfig
 from quantship.plan.measure import MeasureSettings
 from quantship.yamlfile import read_yaml
 

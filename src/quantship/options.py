@@ -8,6 +8,7 @@ these models at startup to build its flags.
 
 from __future__ import annotations
 
+from dataclasses import fields
 from pathlib import Path
 from typing import Any, Literal
 
@@ -17,6 +18,7 @@ from pydantic.dataclasses import dataclass
 
 from quantship.bench.models import Api, BenchSettings
 from quantship.errors import InputError
+from quantship.quantize.spec import VariantSpec
 
 DEFAULT_CONTEXT = 8192
 DEFAULT_READY_TIMEOUT_S = 600.0  # a cold vLLM CPU start compiles for minutes
@@ -130,6 +132,20 @@ class CalibrationOptions(_Options):
     chat: bool = Field(False, description="Format samples with the tokenizer's chat template.")
 
 
+class QuantizeOptions(_Options):
+    """The `quantize:` section: the variants to produce (`quantship quantize` takes the same list)."""
+
+    variants: list[VariantSpec] = Field(min_length=1)
+    keep_going: bool = False  # a refused variant is recorded and the others go on
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> QuantizeOptions:
+        names = [v.name for v in self.variants]
+        if dupes := sorted({n for n in names if names.count(n) > 1}):
+            raise ValueError(f"variant names must be unique; repeated: {', '.join(dupes)}")
+        return self
+
+
 class ValidateOptions(_Options):
     """How a variant is measured; a verdict's fingerprint covers exactly these fields."""
 
@@ -226,3 +242,45 @@ class BenchOptions(_Options):
             prompt_count=prompt_count,
             **self.model_dump(exclude={"api", "concurrency", "rate", "server_metrics"}),
         )
+
+
+@dataclass(frozen=True, config=ConfigDict(extra="forbid"))
+class ServeSection(ServeOptions):
+    """Serve the selected variant and, as the control, the baseline checkpoint."""
+
+    port: Literal[0] = Field(0, description="The run starts two servers, each on a free port.")
+    enabled: bool = True
+    baseline_stack: str = "auto"  # `stack` is the variant's
+    keep_running: bool = False  # leave both servers up after the run (stop: quantship serve --stop)
+
+    def options(self, stack: str, tensor_parallel: int) -> ServeOptions:
+        """One server's options: serve's code copies them, to a free port, so they must be plain ServeOptions."""
+        values = {f.name: getattr(self, f.name) for f in fields(ServeOptions)}
+        return ServeOptions(**{**values, "stack": stack, "tensor_parallel": tensor_parallel})
+
+
+class BenchSection(BenchOptions):
+    """Side by side, baseline vs selected variant, interleaved (ABBA)."""
+
+    enabled: bool = True
+
+
+class RolloutSection(_Options):
+    """A canary gateway in front of both servers: the run writes its rollout.yaml and leaves the servers up."""
+
+    enabled: bool = True
+    settings: dict[str, Any] = Field(default_factory=dict)  # rollout.yaml keys (docs/rollout.md) but the three below
+
+    @model_validator(mode="after")
+    def _valid_rollout_keys(self) -> RolloutSection:
+        from quantship.rollout.config import RolloutConfig
+
+        if taken := sorted({"experiment", "control", "treatment"} & set(self.settings)):
+            raise ValueError(f"{', '.join(taken)} come from the run (its name and the two servers); remove them")
+        placeholder = {"url": "http://127.0.0.1:1", "model": "m"}
+        try:
+            RolloutConfig.model_validate({"experiment": "x", "control": placeholder, "treatment": placeholder, **self.settings})
+        except ValidationError as error:
+            first = error.errors()[0]
+            raise ValueError(f"settings.{'.'.join(str(p) for p in first['loc'])}: {first['msg']}") from None
+        return self

@@ -38,7 +38,7 @@ def test_weights_that_differ_from_the_manifest_are_refused(gpu_run):
 
 
 def test_a_control_checkpoint_edited_since_the_baseline_is_refused(gpu_run):
-    from quantship.evaluate.baseline import baseline_checkpoint
+    from quantship.layout import baseline_checkpoint
     from quantship.rundir import RunDir
 
     config = baseline_checkpoint(RunDir(gpu_run)) / "config.json"

@@ -8,7 +8,8 @@ import pytest
 from safetensors.torch import load_file
 
 from quantship.errors import InputError
-from quantship.evaluate.baseline import BaselineOptions, baseline_checkpoint, run_baseline
+from quantship.evaluate.baseline import BaselineOptions, run_baseline
+from quantship.layout import baseline_checkpoint
 from quantship.progress import stderr_console
 from quantship.rundir import RunDir, read_json
 

@@ -10,11 +10,12 @@ from rich.console import Console
 from quantship.data.sources import TextSource
 from quantship.errors import InputError
 from quantship.formats.hardware import load_hardware
-from quantship.pipeline.config import STAGES, load_pipeline, parse_pipeline
+from quantship.pipeline.config import load_pipeline, parse_pipeline
 from quantship.pipeline.runner import stage_range
 from quantship.quantize.base import QuantizeContext
 from quantship.quantize.registry import backend_for
 from quantship.rundir import RunDir
+from quantship.stages import STAGES
 from tests.support.cli import quantship
 from tests.support.model_configs import LLAMA3_8B, LLAMA3_70B, SMOLLM2_135M
 from tests.support.requires import requires
@@ -164,8 +165,8 @@ def test_rollout_section_is_checked_against_the_gateway_config():
 def test_rollout_config_points_the_gateway_at_both_servers(tmp_path):
     from types import SimpleNamespace
 
-    from quantship.pipeline.runner import rollout_config
     from quantship.rollout.config import load_config
+    from quantship.stages.rollout import rollout_config
 
     control = SimpleNamespace(base_url="http://127.0.0.1:8000/v1", served_model_name="SmolLM2-135M-Instruct")
     treatment = SimpleNamespace(base_url="http://127.0.0.1:8001/v1", served_model_name="q4km-mp2")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from pathlib import Path
 
 from quantship.bench.models import BenchReport, BenchSettings, RequestRecord, Target
@@ -31,6 +32,11 @@ def write_outputs(folder: Path, report: BenchReport, records: list[RequestRecord
     ]
 
 
+def bench_params(labels: list[str], api: str, settings: BenchSettings) -> dict:
+    """What a bench/<tag> fingerprint is made of, besides its inputs: settings and endpoint labels, no URLs."""
+    return {"settings": settings.model_dump(mode="json"), "targets": [{"label": label, "api": api} for label in labels]}
+
+
 def bench_into_run_dir(
     rundir: RunDir,
     tag: str,
@@ -39,12 +45,18 @@ def bench_into_run_dir(
     settings: BenchSettings,
     progress: Progress | None = None,
     server_metrics: bool = True,
+    inputs: Mapping[str, str] | None = None,
 ) -> tuple[BenchReport, Path]:
-    """Run a benchmark as the `bench/<tag>` stage: published whole, with its manifest, or not at all."""
+    """Run a benchmark as the `bench/<tag>` stage: published whole, with its manifest, or not at all.
+
+    Its fingerprint covers the settings, the endpoints' labels and `inputs` (what was served),
+    not the URLs: a rerun against the same models on new ports is the same measurement.
+    """
     import asyncio
 
-    params = {"settings": settings.model_dump(mode="json"), "targets": [t.model_dump() for t in targets]}
-    with rundir.stage(f"bench/{tag}", params, {}) as stage:
+    params = bench_params([t.label for t in targets], targets[0].api, settings)
+    with rundir.stage(f"bench/{tag}", params, inputs or {}) as stage:
+        stage.extra["targets"] = [t.model_dump() for t in targets]
         report, records = asyncio.run(run_bench(targets, prompts, settings, progress, server_metrics))
         write_outputs(stage.staging, report, records)
     return report, rundir.stage_dir(f"bench/{tag}")

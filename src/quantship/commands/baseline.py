@@ -26,9 +26,9 @@ def register(app: typer.Typer) -> None:
         force: bool = typer.Option(False, "--force", help="Recompute even if inputs and options are unchanged."),
     ) -> None:
         """Verify a checkpoint and record its perplexity, reference generations and top-k logprobs."""
-        from quantship.evaluate.baseline import run_baseline
         from quantship.progress import stderr_console
         from quantship.rundir import RunDir
+        from quantship.stages import Context, baseline
 
         options = BaselineOptions(
             eval_source=eval_source, window=window, stride=stride, max_windows=max_windows or None,
@@ -36,12 +36,7 @@ def register(app: typer.Typer) -> None:
         )
         root = resolve_run_dir(run_dir, name)
         console = stderr_console()
-        result, skipped = run_baseline(model, RunDir(root), options, console, force=force)
-        ppl = result["perplexity"]
-        if skipped:
+        outcome = baseline.run(RunDir(root), options, Context(console, force=force), model=model)
+        if outcome.status == "kept":
             console.print("baseline: inputs and options unchanged, kept the existing result (--force to redo)")
-        typer.echo(
-            f"baseline perplexity {ppl['value']:.3f} on {ppl['tokens_scored']:,} tokens of "
-            f"{result['eval']['source']} ({ppl['tokens_per_s']:,.0f} tok/s); "
-            f"probes {result['probes']['passed']}/{result['probes']['total']}; run dir {root}"
-        )
+        typer.echo(f"baseline {outcome.detail}; run dir {root}")

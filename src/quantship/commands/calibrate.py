@@ -23,20 +23,16 @@ def register(app: typer.Typer) -> None:
         force: bool = typer.Option(False, "--force", help="Rebuild even if inputs and options are unchanged."),
     ) -> None:
         """Build and validate calibration token windows from a text source."""
-        from quantship.evaluate.baseline import baseline_checkpoint
         from quantship.progress import stderr_console
         from quantship.rundir import RunDir
-        from quantship.stages.calibrate import run_calibrate
+        from quantship.stages import Context
+        from quantship.stages import calibrate as stage
 
         root = resolve_run_dir(run_dir, name)
         run = RunDir(root)
         options = CalibrationOptions(source=source, pad_source=pad_source, samples=samples, seq_len=seq_len, seed=seed, chat=chat)
         console = stderr_console()
-        stats, skipped = run_calibrate(model or baseline_checkpoint(run), run, options, console, force=force)
-        if skipped:
+        outcome = stage.run(run, options, Context(console, force=force), model=model)
+        if outcome.status == "kept":
             console.print("calibration: inputs and options unchanged, kept the existing windows (--force to redo)")
-        typer.echo(
-            f"calibration {stats['samples']} x {stats['seq_len']} tokens from {stats['source']}: "
-            f"vocabulary coverage {stats['vocab_coverage']:.1%}, duplicates {stats['duplicate_windows']}; "
-            f"run dir {root}"
-        )
+        typer.echo(f"calibration {outcome.detail}; run dir {root}")

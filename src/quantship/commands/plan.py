@@ -52,6 +52,9 @@ def register(app: typer.Typer) -> None:
         name: str = name_option(),
     ) -> None:
         from quantship.plan import api
+        from quantship.progress import stderr_console
+        from quantship.stages import Context
+        from quantship.stages import plan as stage
 
         rundir = RunDir(resolve_run_dir(run_dir, name))
         options = PlanOptions(
@@ -59,16 +62,10 @@ def register(app: typer.Typer) -> None:
             kv_cache_dtype=kv_cache_dtype, devices=devices, max_memory_utilization=max_memory_utilization,
             bandwidth_gbs=bandwidth_gbs, measurements=measurements,
         )
-        request = options.args(
-            model, variant=variant, measure=measure, run_dir=rundir.root,
-            measure_settings=MeasureSettings(
-                concurrency=measure_concurrency, max_tokens=measure_tokens, requests=measure_requests
-            ),
-        )
-        from quantship.stages.measure import measure_on_this_machine
-
-        result = api.plan_from_args(request, measure_on_this_machine)
-        api.write_plan(rundir, request, result)
+        settings = MeasureSettings(concurrency=measure_concurrency, max_tokens=measure_tokens, requests=measure_requests)
+        outcome = stage.run(rundir, options, Context(stderr_console()), model=model, variant=variant, measure=measure,
+                            measure_settings=settings)
+        result = outcome.result
         api.print_plan(result.plan, str(result.model_folder), result.measured)
         typer.echo(f"wrote {rundir.stage_dir('plan') / 'plan.json'}", err=True)
         if result.measured is not None:

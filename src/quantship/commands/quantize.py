@@ -40,9 +40,12 @@ def register(app: typer.Typer) -> None:
         keep_going: bool = typer.Option(False, "--keep-going", help="Record a refused or failed variant and go on with the others."),
     ) -> None:
         """Quantize the baseline checkpoint into variants (RTN, GPTQ, AWQ, INT8, FP8, GGUF, NF4)."""
+        from quantship.options import QuantizeOptions
         from quantship.progress import stderr_console
-        from quantship.quantize.stage import run_quantize, variant_stage
+        from quantship.quantize.stage import variant_stage
         from quantship.rundir import RunDir
+        from quantship.stages import Context
+        from quantship.stages import quantize as stage
 
         flags = {
             "group_size": group_size, "keep": keep, "keep_8bit": keep_8bit,
@@ -51,7 +54,8 @@ def register(app: typer.Typer) -> None:
         specs = _specs(variant or [], config, flags)
         root = resolve_run_dir(run_dir, name)
         run = RunDir(root)
-        results = run_quantize(run, specs, stderr_console(), force=force, keep_going=keep_going)
+        options = QuantizeOptions.model_construct(variants=specs, keep_going=keep_going)  # run_quantize refuses repeats, in one line
+        results = stage.run(run, options, Context(stderr_console(), force=force)).result
         for result in results:
             if result.ok:
                 typer.echo(run.stage_dir(variant_stage(result.name)))

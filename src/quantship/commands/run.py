@@ -46,10 +46,8 @@ def register(app: typer.Typer) -> None:
         finally:
             signal.signal(signal.SIGTERM, previous)
         _print_summary(result)
-        for label, path in (("selected", result.selected), ("model card", result.model_card), ("report", result.report),
-                            ("bench", result.bench), ("rollout config", result.rollout)):
-            if path is not None:
-                typer.echo(f"{label}: {path}")
+        for label, value in result.outputs.items():
+            typer.echo(f"{label}: {value}")
 
 
 def _print_summary(result) -> None:

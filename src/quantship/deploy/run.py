@@ -14,7 +14,7 @@ from pathlib import Path
 from quantship.bench.models import BenchReport
 from quantship.bench.output import SUMMARY
 from quantship.errors import InputError
-from quantship.evaluate.baseline import baseline_checkpoint
+from quantship.layout import baseline_checkpoint
 from quantship.models.checkpoint import checkpoint_files
 from quantship.plan.planner import Plan
 from quantship.rundir import RunDir, read_json

@@ -22,17 +22,12 @@ from quantship.data.tokens import encode_document, separator_id, token_stream
 from quantship.evaluate.generation import Generation, greedy_generate, probe_passed
 from quantship.evaluate.perplexity import hf_logits_fn, plan_windows, score_windows
 from quantship.evaluate.prompts import KNOWN_ANSWER_PROBES, REFERENCE_PROMPTS, Prompt
+from quantship.layout import BASELINE, BASELINE_JSON, EVAL_TENSORS, REFERENCES_JSON, REFERENCES_TENSORS
 from quantship.models.checkpoint import checkpoint_files, inspect_checkpoint
 from quantship.models.loading import default_device, default_eval_dtype, load_causal_lm, load_tokenizer
 from quantship.options import BaselineOptions
 from quantship.progress import progress_bar
 from quantship.rundir import RunDir, atomic_write_json, read_json, sha256_json, stage_fingerprint
-
-STAGE = "baseline"
-BASELINE_JSON = "baseline.json"
-EVAL_TENSORS = "eval.safetensors"
-REFERENCES_JSON = "references.json"
-REFERENCES_TENSORS = "references.safetensors"
 
 
 def run_baseline(
@@ -50,10 +45,10 @@ def run_baseline(
     with console.status("hashing checkpoint files"):
         inputs = run_dir.hash_inputs({f"model/{k}": v for k, v in checkpoint_files(model_path).items()})
     inputs["eval_text"] = sha256_json(documents)
-    if not force and run_dir.is_current(STAGE, stage_fingerprint(STAGE, params, inputs)):
-        return read_json(run_dir.stage_dir(STAGE) / BASELINE_JSON), True
+    if not force and run_dir.is_current(BASELINE, stage_fingerprint(BASELINE, params, inputs)):
+        return read_json(run_dir.stage_dir(BASELINE) / BASELINE_JSON), True
 
-    with run_dir.stage(STAGE, params, inputs) as stage:
+    with run_dir.stage(BASELINE, params, inputs) as stage:
         with console.status(f"loading {info.architecture} ({dtype}, {device})"):
             tokenizer = load_tokenizer(model_path)
             model = load_causal_lm(model_path, dtype, device, options.allow_pickle)
@@ -155,10 +150,4 @@ def _write_references(json_path: Path, tensor_path: Path, references: list[Gener
 
 def _prompt_of(prompt_id: str) -> dict[str, Any]:
     return next(p for p in REFERENCE_PROMPTS if p.id == prompt_id).model_dump(exclude_none=True)
-
-
-def baseline_checkpoint(run_dir: RunDir) -> Path:
-    """The checkpoint the run's baseline was measured on (later stages default to it)."""
-    folder = run_dir.require(STAGE, "quantship baseline --model PATH")
-    return Path(read_json(folder / BASELINE_JSON)["checkpoint"]["path"])
 

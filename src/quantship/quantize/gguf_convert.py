@@ -14,6 +14,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from quantship import layout
 from quantship.errors import InputError
 from quantship.quantize.base import QuantizeContext, VariantOutput
 from quantship.quantize.gguf_pipeline import produce_gguf
@@ -34,7 +35,7 @@ def convert_variant(spec: VariantSpec, ctx: QuantizeContext, out_dir: Path) -> V
         lineage = {
             "source_variant": spec.source,
             "source_format": "compressed-tensors",
-            "source_manifest_fingerprint": (ctx.run_dir.manifest(f"variants/{spec.source}") or {}).get("fingerprint"),
+            "source_manifest_fingerprint": (ctx.run_dir.manifest(layout.variant(spec.source)) or {}).get("fingerprint"),
             "source_quantization": _quantization_summary(folder),
             "steps": [
                 f"variants/{spec.source}: compressed-tensors checkpoint",
@@ -52,7 +53,7 @@ def source_checkpoint(spec: VariantSpec, ctx: QuantizeContext) -> Path:
     """The source variant's checkpoint folder; it must be a complete compressed-tensors variant."""
     if not spec.source:
         raise InputError(f"variant {spec.name!r}: method convert needs `source: <variant name>`", "add the variant to convert")
-    folder = ctx.run_dir.require(f"variants/{spec.source}", "quantship quantize")
+    folder = ctx.run_dir.require(layout.variant(spec.source), "quantship quantize")
     config_file = next((p for p in [folder / "config.json", *sorted(folder.glob("*/config.json"))] if p.exists()), None)
     config = json.loads(config_file.read_text(encoding="utf-8")) if config_file else {}
     method = (config.get("quantization_config") or {}).get("quant_method")

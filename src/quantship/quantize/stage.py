@@ -20,11 +20,12 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from quantship import layout
 from quantship.data.calibration import STAGE as CALIBRATION_STAGE
 from quantship.data.calibration import load_calibration
 from quantship.errors import InputError, QuantshipError
-from quantship.evaluate.baseline import baseline_checkpoint
 from quantship.formats.identify import identify
+from quantship.layout import baseline_checkpoint
 from quantship.models.checkpoint import checkpoint_files
 from quantship.quantize.base import QuantizeContext
 from quantship.quantize.registry import backend_for
@@ -55,7 +56,7 @@ class VariantResult:
 
 
 def variant_stage(name: str) -> str:
-    return f"variants/{name}"
+    return layout.variant(name)
 
 
 def completed_variants(run_dir: RunDir) -> list[str]:

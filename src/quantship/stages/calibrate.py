@@ -1,4 +1,4 @@
-"""`calibrate`: build, validate and store the calibration windows of a run."""
+"""The calibrate stage: build, validate and store the calibration windows of a run."""
 
 from __future__ import annotations
 
@@ -11,6 +11,8 @@ from rich.console import Console
 from quantship.data.calibration import (
     STAGE,
     STATS_FILE,
+    CalibrationSet,
+    load_calibration,
     select_windows,
     validate_windows,
     warnings_for,
@@ -18,13 +20,31 @@ from quantship.data.calibration import (
     write_calibration,
 )
 from quantship.data.sources import TextSource, load_documents
+from quantship.layout import baseline_checkpoint
 from quantship.models.checkpoint import checkpoint_files, inspect_checkpoint
 from quantship.models.loading import load_tokenizer
 from quantship.options import CalibrationOptions
 from quantship.rundir import RunDir, read_json, sha256_json, stage_fingerprint
+from quantship.stages import Context, Outcome
+
+Options = CalibrationOptions
 
 # Files that decide tokenization: a changed tokenizer invalidates the windows.
 _TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json", "merges.txt", "tokenizer_config.json", "chat_template.jinja")
+
+
+def run(run_dir: RunDir, options: CalibrationOptions, context: Context, model: Path | None = None) -> Outcome:
+    """Tokenize with `model`'s tokenizer (default: the baseline's checkpoint); kept when unchanged."""
+    stats, skipped = run_calibrate(model or baseline_checkpoint(run_dir), run_dir, options, context.console, context.force)
+    return Outcome(
+        "kept" if skipped else "ran",
+        f"{stats['samples']} x {stats['seq_len']} tokens from {stats['source']}, vocabulary coverage "
+        f"{stats['vocab_coverage']:.1%}, duplicates {stats['duplicate_windows']}",
+    )
+
+
+def load(run_dir: RunDir) -> CalibrationSet:
+    return load_calibration(run_dir)
 
 
 def run_calibrate(

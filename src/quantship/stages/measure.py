@@ -19,9 +19,9 @@ from quantship.bench.output import bench_into_run_dir
 from quantship.bench.progress import RichProgress
 from quantship.bench.prompts import BUILTIN, load_prompts
 from quantship.errors import InputError, QuantshipError
-from quantship.evaluate.baseline import baseline_checkpoint
 from quantship.formats.hardware import HardwareProfile, detect_gpu
 from quantship.formats.matrix import default_stack, load_matrix, support
+from quantship.layout import baseline_checkpoint
 from quantship.plan.measure import FormatMeasurement, MeasureReport, MeasureSettings, NotMeasured
 from quantship.quantize.stage import completed_variants
 from quantship.rundir import RunDir

@@ -10,8 +10,9 @@ import torch
 from safetensors.torch import load_file
 
 from quantship.errors import InputError
-from quantship.evaluate.baseline import BASELINE_JSON, EVAL_TENSORS, REFERENCES_JSON, REFERENCES_TENSORS, STAGE
 from quantship.evaluate.perplexity import WindowPlan
+from quantship.layout import BASELINE as STAGE
+from quantship.layout import BASELINE_JSON, EVAL_TENSORS, REFERENCES_JSON, REFERENCES_TENSORS
 from quantship.rundir import RunDir, read_json
 
 

@@ -12,6 +12,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from quantship import layout
 from quantship.rundir import RunDir, atomic_write_text, read_json
 from quantship.validate.verdicts import VALIDATION_DIR, verdict_path
 
@@ -59,7 +60,7 @@ def _recovery_lines(run: RunDir, variant: str) -> list[str]:
 
 
 def model_card(run: RunDir, variant: str, serve_command: str) -> str:
-    manifest = run.manifest(f"variants/{variant}") or {}
+    manifest = run.manifest(layout.variant(variant)) or {}
     verdict = read_json(verdict_path(run, variant))
     baseline = _optional_json(run.root / "baseline" / "baseline.json") or {}
     calibration = (run.manifest("calibration") or {}).get("stats") or {}
@@ -118,6 +119,6 @@ def model_card(run: RunDir, variant: str, serve_command: str) -> str:
 def write_model_card(run: RunDir, variant: str) -> Path:
     """README.md into variants/<variant>/; the serving line is `quantship serve` for this run."""
     command = f"quantship serve --run-dir {run.root} --variant {variant}"
-    path = run.stage_dir(f"variants/{variant}") / CARD
+    path = run.stage_dir(layout.variant(variant)) / CARD
     atomic_write_text(path, model_card(run, variant, command))
     return path

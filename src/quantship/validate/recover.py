@@ -21,6 +21,7 @@ from typing import Any
 from pydantic import ValidationError
 from rich.console import Console
 
+from quantship import layout
 from quantship.errors import InputError
 from quantship.formats.identify import identify
 from quantship.models.loading import load_tokenizer
@@ -65,7 +66,7 @@ def recover_variant(
 ) -> dict[str, Any]:
     manifest = variant_manifest(run_dir, variant)
     spec = _source_spec(variant, manifest)
-    folder = run_dir.stage_dir(f"variants/{variant}")
+    folder = run_dir.stage_dir(layout.variant(variant))
     artifact = identify(folder)
     if artifact.quant_method not in RECOVERABLE:
         raise InputError(
@@ -149,8 +150,8 @@ def _screen(run_dir: RunDir, variant: str, baseline: BaselineData, thresholds: T
     """The window checks alone; None when they cannot run (the full validation then records why)."""
     eval_ = baseline.summary["eval"]
     try:
-        scorer = open_scorer(run_dir.stage_dir(f"variants/{variant}"), load_tokenizer(baseline.checkpoint), eval_["dtype"], eval_["device"],
-                             max(int(baseline.plan.input_ids.shape[1]), 512))
+        scorer = open_scorer(run_dir.stage_dir(layout.variant(variant)), load_tokenizer(baseline.checkpoint),
+                             eval_["dtype"], eval_["device"], max(int(baseline.plan.input_ids.shape[1]), 512))
     except Exception:  # validate_variant records the same failure as a failed check
         return None
     try:

@@ -7,9 +7,10 @@ import json
 from pathlib import Path
 from typing import Any
 
+from quantship.layout import SELECTED
 from quantship.rundir import RunDir, atomic_write_text, read_json
 from quantship.validate.charts import kl_histogram_chart, sensitivity_chart, size_quality_chart
-from quantship.validate.verdicts import SELECTED, VALIDATION_DIR, selection_path
+from quantship.validate.verdicts import VALIDATION_DIR, selection_path
 
 REPORT = "report.html"
 NOT_VERDICTS = {SELECTED, "baseline-long.json"}  # *.recovery.json lack "checks" and are skipped too

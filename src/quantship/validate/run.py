@@ -9,6 +9,7 @@ from typing import Any
 import torch
 from rich.console import Console
 
+from quantship import layout
 from quantship.errors import InputError
 from quantship.models.loading import load_tokenizer
 from quantship.options import Thresholds, ValidateOptions
@@ -28,7 +29,7 @@ KL_BINS = [0.0, 1e-4, 3e-4, 1e-3, 3e-3, 0.01, 0.03, 0.1, 0.3, 1.0, 3.0, math.inf
 
 
 def variant_manifest(run_dir: RunDir, variant: str) -> dict[str, Any]:
-    manifest = run_dir.manifest(f"variants/{variant}")
+    manifest = run_dir.manifest(layout.variant(variant))
     if manifest is None:
         raise InputError(
             f"no complete variant {variant!r} in {run_dir.root / 'variants'}",
@@ -64,7 +65,7 @@ def validate_variant(
     except InputError as error:
         checks.append(errored("long_context", thresholds.max_long_context_delta, "<=", error.one_line()))
     n_ctx = max(int(baseline.plan.input_ids.shape[1]), int(plan.input_ids.shape[1]) if plan is not None else 0, 512)
-    folder = run_dir.stage_dir(f"variants/{variant}")
+    folder = run_dir.stage_dir(layout.variant(variant))
     runtime = None
     try:
         with console.status(f"loading {variant} ({manifest.get('format')})"):

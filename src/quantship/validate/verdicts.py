@@ -13,11 +13,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from quantship import layout
 from quantship.errors import InputError
 from quantship.rundir import RunDir, read_json
 
-VALIDATION_DIR = "validation"
-SELECTED = "selected.json"
+VALIDATION_DIR = layout.VALIDATION
 
 
 def verdict_path(run: RunDir, variant: str) -> Path:
@@ -25,7 +25,7 @@ def verdict_path(run: RunDir, variant: str) -> Path:
 
 
 def selection_path(run: RunDir) -> Path:
-    return run.root / VALIDATION_DIR / SELECTED
+    return run.root / VALIDATION_DIR / layout.SELECTED
 
 
 @dataclass(frozen=True)
@@ -56,7 +56,7 @@ def load_verdict(run: RunDir, variant: str) -> Verdict | None:
 
 
 def _staleness(run: RunDir, variant: str, record: dict[str, Any]) -> str | None:
-    variant_now = (run.manifest(f"variants/{variant}") or {}).get("fingerprint")
+    variant_now = (run.manifest(layout.variant(variant)) or {}).get("fingerprint")
     if record.get("variant_fingerprint") != variant_now:
         return (f"it judged variant fingerprint {record.get('variant_fingerprint')}, but the variant is now "
                 f"{variant_now} (quantized again since)")
@@ -84,7 +84,7 @@ def load_selection(run: RunDir) -> str:
             f"no variant passed the gate in {run.root} ({path})",
             "see report.html; serve a variant by name with --force to override",
         )
-    judged, current = selection.get("variant_fingerprint"), (run.manifest(f"variants/{chosen}") or {}).get("fingerprint")
+    judged, current = selection.get("variant_fingerprint"), (run.manifest(layout.variant(chosen)) or {}).get("fingerprint")
     if judged != current:
         raise InputError(
             f"{path} selected {chosen} at fingerprint {judged}, but that variant is now {current}: the selection is stale",
