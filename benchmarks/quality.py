@@ -32,12 +32,12 @@ from quantship.pipeline.config import load_pipeline
 from quantship.pipeline.runner import Pipeline, stage_range
 from quantship.progress import stderr_console
 from quantship.quantize.spec import VariantSpec
-from quantship.quantize.stage import run_quantize
+from quantship.quantize.variants import run_quantize
 from quantship.rundir import RunDir, atomic_write_json, read_json
 from quantship.validate.baseline_data import load_baseline
 from quantship.validate.recover import RecoverOptions, recover_variant
-from quantship.validate.run import ValidateOptions, validate_variant, validation_path
 from quantship.validate.select import select_variant
+from quantship.validate.variant import ValidateOptions, validate_variant, validation_path
 
 ROOT = Path(__file__).resolve().parents[1]
 CAVEAT = (

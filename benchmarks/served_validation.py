@@ -23,9 +23,9 @@ from quantship.progress import stderr_console
 from quantship.rundir import RunDir, atomic_write_json, read_json
 from quantship.serve import start_server
 from quantship.serve.launch import ServeOptions
-from quantship.validate.run import ValidateOptions
+from quantship.validate.orchestrate import run_validate_served
 from quantship.validate.served_gate import CONTROL_IN_PROCESS
-from quantship.validate.stage import run_validate_served
+from quantship.validate.variant import ValidateOptions
 
 RESULT = Path(__file__).parent / "results" / "served_validation.json"
 FIGURES = tuple(CONTROL_IN_PROCESS)  # perplexity (relative change), kl_mean, kl_p99, top1_agreement

@@ -25,11 +25,11 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 
+from quantship.bench.driver import run_bench  # noqa: E402
 from quantship.bench.models import BenchSettings, Target  # noqa: E402
 from quantship.bench.prompts import builtin_prompts  # noqa: E402
 from quantship.bench.provenance import provenance  # noqa: E402
 from quantship.bench.roofline import decode_bound, read_bandwidth, weight_bytes_per_token  # noqa: E402
-from quantship.bench.runner import run_bench  # noqa: E402
 from quantship.rundir import atomic_write_json  # noqa: E402
 
 

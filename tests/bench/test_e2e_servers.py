@@ -12,10 +12,10 @@ import asyncio
 
 import pytest
 
+from quantship.bench.driver import run_bench
 from quantship.bench.models import Target
 from quantship.bench.output import write_outputs
 from quantship.bench.prompts import builtin_prompts
-from quantship.bench.runner import run_bench
 from tests.support.bench_settings import settings
 from tests.support.budget import setup_budget
 from tests.support.requires import demo_gguf_or_skip, requires

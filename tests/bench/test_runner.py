@@ -9,8 +9,8 @@ from itertools import groupby
 import pytest
 from prometheus_client import CollectorRegistry, Histogram, start_http_server
 
+from quantship.bench.driver import block_plan, run_bench
 from quantship.bench.prompts import builtin_prompts
-from quantship.bench.runner import block_plan, run_bench
 from tests.support.bench_settings import settings, target_for
 from tests.support.openai_stub import OpenAIStub, free_port
 

@@ -18,6 +18,7 @@ from quantship.rundir import read_json
 from quantship.serve import health
 from tests.deploy.schemas import core_errors, errors_of
 from tests.support.deploy_runs import VARIANT, deploy_config
+from tests.support.requires import requires
 
 MODES = ("gateway", "argo", "flagger")
 
@@ -127,7 +128,7 @@ def test_no_secret_is_written(gpu_run, monkeypatch):
             "name": "quantship-rollout-admin", "key": "token"}}}]
 
 
-@pytest.mark.skipif(shutil.which("sha256sum") is None, reason="coreutils sha256sum is not installed")
+@requires("sha256sum")
 def test_init_step_verifies_the_artifacts_laid_out_as_documented(gpu_run, tmp_path):
     """Copy the run and checkpoint into a 'claim' as docs/kubernetes.md says; run the init command on it."""
     _, objects = _write(gpu_run, "gateway")
@@ -166,7 +167,7 @@ def test_the_controller_first_sees_the_control_then_the_treatment(gpu_run, mode,
     assert initial["spec"]["selector"] == changed["spec"]["selector"]
 
 
-@pytest.mark.skipif(shutil.which("curl") is None, reason="curl is not installed")
+@requires("curl")
 @pytest.mark.parametrize("mode, passes", [("normal", True), ("refuse", False)])
 def test_startup_probe_command_runs_serves_probe(gpu_run, mode, passes):
     """The exec probe, run by sh against an OpenAI server that knows (or not) the answer."""

@@ -32,7 +32,7 @@ def on_path(monkeypatch):
 
 
 def test_chromium_is_named_per_distribution(on_path):
-    on_path.update({"cmake", "cc", "c++", "redis-server", "npm"})
+    on_path.update({"cmake", "cc", "c++", "redis-server", "npm", "curl", "sha256sum"})
     needs = sp.missing("build", "tests")
     assert [need.what for need in needs] == ["chromium"]
     assert sp.package_names(needs, "debian") == ["chromium"]
@@ -67,7 +67,7 @@ def test_apt_is_tried_as_root_or_through_passwordless_sudo_only(on_path, monkeyp
 
 
 def test_without_privileges_install_names_packages_and_command(on_path, monkeypatch):
-    on_path.update({"cc", "c++", "redis-server", "npm", "apt-get"})
+    on_path.update({"cc", "c++", "redis-server", "npm", "curl", "sha256sum", "apt-get"})
     monkeypatch.setattr(sp, "distro", lambda: "ubuntu")
     monkeypatch.setattr(sp, "apt_prefix", lambda: None)
     monkeypatch.setattr(sp.subprocess, "run", _must_not_run)
@@ -89,13 +89,13 @@ def test_install_runs_apt_get_for_what_is_missing_and_checks_again(on_path, monk
     def apt(argv, env, check):
         ran.append(argv)
         if "install" in argv:
-            on_path.update({"redis-server", "chromium", "npm"})
+            on_path.update({"redis-server", "chromium", "npm", "curl", "sha256sum"})
         return sp.subprocess.CompletedProcess(argv, 0)
 
     monkeypatch.setattr(sp.subprocess, "run", apt)
     sp.install("build", "tests")
     assert ran == [["sudo", "-n", "apt-get", "update", "-qq"],
-                   ["sudo", "-n", "apt-get", "install", "-y", "-qq", "redis-server", "chromium", "npm"]]
+                   ["sudo", "-n", "apt-get", "install", "-y", "-qq", "redis-server", "chromium", "npm", "curl", "coreutils"]]
 
 
 def test_a_failed_apt_install_still_ends_in_the_one_line_error(on_path, monkeypatch):

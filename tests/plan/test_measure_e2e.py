@@ -30,7 +30,7 @@ CONCURRENCY, TOKENS, REQUESTS = 4, 32, 4
 def demo_run(demo_checkpoint, tmp_path) -> tuple[Path, Path]:
     """A run directory whose baseline is the demo checkpoint, with a GGUF Q8_0 variant."""
     from quantship.quantize.spec import VariantSpec
-    from quantship.quantize.stage import run_quantize
+    from quantship.quantize.variants import run_quantize
 
     model = demo_checkpoint
     run = tmp_path / "run"

@@ -14,7 +14,7 @@ from safetensors.torch import load_file
 from quantship.data.calibration import load_calibration
 from quantship.progress import stderr_console
 from quantship.quantize.spec import VariantSpec
-from quantship.quantize.stage import run_quantize
+from quantship.quantize.variants import run_quantize
 from quantship.rundir import read_json
 
 FP8_E4M3_MAX = 448.0  # largest finite float8_e4m3fn value

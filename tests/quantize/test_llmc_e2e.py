@@ -13,7 +13,7 @@ import torch
 from quantship.evaluate.baseline import BaselineOptions, run_baseline
 from quantship.progress import stderr_console
 from quantship.quantize.spec import VariantSpec
-from quantship.quantize.stage import run_quantize
+from quantship.quantize.variants import run_quantize
 from quantship.rundir import RunDir, read_json
 from quantship.stages.calibrate import CalibrationOptions, run_calibrate
 from tests.support.budget import setup_budget

@@ -12,7 +12,7 @@ from quantship.errors import InputError, QuantshipError
 from quantship.progress import stderr_console
 from quantship.quantize import llmcompressor_backend
 from quantship.quantize.spec import VariantSpec
-from quantship.quantize.stage import run_quantize, safetensors_storage
+from quantship.quantize.variants import run_quantize, safetensors_storage
 from quantship.rundir import read_json
 from tests.support.cli import in_process
 

@@ -10,7 +10,7 @@ from safetensors.torch import load_file
 from quantship.errors import InputError
 from quantship.progress import stderr_console
 from quantship.quantize.spec import VariantSpec
-from quantship.quantize.stage import run_quantize
+from quantship.quantize.variants import run_quantize
 from quantship.rundir import read_json
 
 

@@ -67,8 +67,11 @@ def _demo_package_installed() -> bool:
 
 # name -> (is it there?, what is missing and how to get it)
 CHECKS: dict[str, tuple[Callable[[], bool], str]] = {
-    "redis-server": (lambda: any(shutil.which(c) for c in _TEST_COMMANDS["redis-server"]),
-                     "redis-server is not installed (bash scripts/setup.sh installs it)"),
+    **{
+        what: (lambda commands=commands: any(shutil.which(c) for c in commands),
+               f"{what} is not installed (bash scripts/setup.sh installs it)")
+        for what, commands in _TEST_COMMANDS.items()
+    },
     "chromium": (lambda: chromium() is not None,
                  "chromium is not installed (bash scripts/setup.sh installs it)"),
     "llama.cpp": (_llamacpp_ready, "the llama.cpp toolchain is not set up: run `quantship setup llama.cpp`"),

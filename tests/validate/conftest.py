@@ -10,7 +10,7 @@ import pytest
 from quantship.evaluate.baseline import BaselineOptions, run_baseline
 from quantship.progress import stderr_console
 from quantship.quantize.spec import VariantSpec
-from quantship.quantize.stage import run_quantize
+from quantship.quantize.variants import run_quantize
 from quantship.rundir import RunDir
 from tests.support.validate_runs import add_plain_variant, scale_lm_head
 

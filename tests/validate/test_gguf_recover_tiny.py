@@ -22,7 +22,7 @@ from quantship.formats.identify import identify
 from quantship.models.loading import load_causal_lm
 from quantship.progress import stderr_console
 from quantship.quantize.spec import VariantSpec
-from quantship.quantize.stage import run_quantize
+from quantship.quantize.variants import run_quantize
 from quantship.rundir import RunDir, read_json
 from quantship.stages.calibrate import CalibrationOptions, run_calibrate
 from quantship.validate.baseline_data import load_baseline

@@ -6,7 +6,7 @@ import pytest
 
 from quantship.progress import stderr_console
 from quantship.quantize.spec import VariantSpec
-from quantship.quantize.stage import run_quantize
+from quantship.quantize.variants import run_quantize
 from quantship.rundir import read_json
 from tests.support.recover_options import LOOSE, SMALL
 from tests.support.validate_runs import run_cli

@@ -19,9 +19,9 @@ from quantship.progress import stderr_console
 from quantship.rundir import RunDir, read_json
 from quantship.serve import start_server
 from quantship.serve.launch import ServeOptions
-from quantship.validate.run import ValidateOptions
+from quantship.validate.orchestrate import run_validate_served
 from quantship.validate.served_gate import control_path
-from quantship.validate.stage import run_validate_served
+from quantship.validate.variant import ValidateOptions
 from tests.support.requires import check
 from tests.support.tiny_model import build_tiny_checkpoint
 from tests.support.validate_runs import add_plain_variant, run_cli, scale_lm_head

@@ -6,10 +6,10 @@ import json
 from collections.abc import Mapping
 from pathlib import Path
 
+from quantship.bench.driver import Progress, run_bench
 from quantship.bench.models import BenchReport, BenchSettings, RequestRecord, Target
 from quantship.bench.plots import latency_cdfs, throughput
 from quantship.bench.prompts import Prompt
-from quantship.bench.runner import Progress, run_bench
 from quantship.rundir import RunDir, atomic_write_json, atomic_write_text
 
 SUMMARY = "summary.json"

@@ -68,7 +68,7 @@ def register(app: typer.Typer) -> None:
         """Replicas and devices each format needs for the traffic target, on the plan's hardware."""
         from quantship.deploy.capacity import capacity_table
         from quantship.deploy.config import Traffic
-        from quantship.deploy.run import CONTROL, TREATMENT, bench_requests_per_s, read_run
+        from quantship.deploy.inputs import CONTROL, TREATMENT, bench_requests_per_s, read_run
         from quantship.deploy.sizing import size_model
 
         cfg = load_deploy(config)

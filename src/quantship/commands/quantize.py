@@ -42,7 +42,7 @@ def register(app: typer.Typer) -> None:
         """Quantize the baseline checkpoint into variants (RTN, GPTQ, AWQ, INT8, FP8, GGUF, NF4)."""
         from quantship.options import QuantizeOptions
         from quantship.progress import stderr_console
-        from quantship.quantize.stage import variant_stage
+        from quantship.quantize.variants import variant_stage
         from quantship.rundir import RunDir
         from quantship.stages import Context
         from quantship.stages import quantize as stage

@@ -46,7 +46,7 @@ def register(app: typer.Typer) -> None:
         from quantship.errors import GateFailed, InputError
         from quantship.progress import stderr_console
         from quantship.rundir import RunDir
-        from quantship.validate.stage import run_validate
+        from quantship.validate.orchestrate import run_validate
 
         typed = given(ctx)
         thresholds = Thresholds.load(thresholds_file, {
@@ -63,7 +63,7 @@ def register(app: typer.Typer) -> None:
                     "--url scores one served model, so it needs exactly one --variant",
                     "pass --variant NAME (or --variant control for the baseline checkpoint)",
                 )
-            from quantship.validate.stage import run_validate_served
+            from quantship.validate.orchestrate import run_validate_served
 
             result = run_validate_served(run, variant[0], url, thresholds, options, stderr_console(), served_model, force)
             verdict = "PASS" if result["passed"] else "FAIL " + ", ".join(result["failed_checks"])

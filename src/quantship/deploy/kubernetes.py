@@ -19,7 +19,7 @@ from quantship.deploy import gateway as gw
 from quantship.deploy import progressive, servers
 from quantship.deploy.capacity import Capacity, replicas_for
 from quantship.deploy.config import DeployConfig
-from quantship.deploy.run import CONTROL, TREATMENT, RunModels, artifact_hashes, bench_requests_per_s, read_run
+from quantship.deploy.inputs import CONTROL, TREATMENT, RunModels, artifact_hashes, bench_requests_per_s, read_run
 from quantship.deploy.sizing import PodSize, check_placement, size_model
 from quantship.options import DEFAULT_READY_TIMEOUT_S
 from quantship.rundir import RunDir, atomic_write_json, atomic_write_text

@@ -35,12 +35,15 @@ GROUPS: dict[str, tuple[Need, ...]] = {
         Need("a C compiler", ("cc",), "build-essential", "build-essential"),
         Need("a C++ compiler", ("c++",), "build-essential", "build-essential"),
     ),
-    # The tests of the rollout store's shared mode, of the report in a browser, and of the
-    # Kubernetes manifests against the Argo Rollouts / prometheus-operator schemas (npm).
+    # The tests of the rollout store's shared mode, of the report in a browser, of the
+    # Kubernetes manifests against the Argo Rollouts / prometheus-operator schemas (npm), and
+    # of the pods' init and startup-probe commands (sha256sum, curl), run as the pods run them.
     "tests": (
         Need("redis-server", ("redis-server",), "redis-server", "redis-server"),
         Need("chromium", ("chromium", "chromium-browser"), "chromium", "chromium-browser"),
         Need("npm", ("npm",), "npm", "npm"),
+        Need("curl", ("curl",), "curl", "curl"),
+        Need("sha256sum", ("sha256sum",), "coreutils", "coreutils"),
     ),
 }
 

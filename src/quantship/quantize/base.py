@@ -38,7 +38,7 @@ class VariantOutput:
     warnings: list[str] = field(default_factory=list)
 
 
-class Backend(Protocol):
+class QuantizeBackend(Protocol):
     name: str
 
     def check(self, spec: VariantSpec, ctx: QuantizeContext) -> None:

@@ -215,7 +215,7 @@ def _route_library_logs() -> None:
 
 def read_back(folder: Path) -> dict[str, Any]:
     """What was written: its quantization config and bits per weight from the tensors."""
-    from quantship.quantize.stage import safetensors_storage
+    from quantship.quantize.variants import safetensors_storage
 
     try:
         config = json.loads((folder / "config.json").read_text(encoding="utf-8"))

@@ -65,7 +65,7 @@ class NF4Backend:
         from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig
 
         from quantship.models.checkpoint import inspect_checkpoint
-        from quantship.quantize.stage import safetensors_storage
+        from quantship.quantize.variants import safetensors_storage
 
         kept = self._kept(spec, ctx)
         device = device_support()

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import importlib
 
-from quantship.quantize.base import Backend
+from quantship.quantize.base import QuantizeBackend
 from quantship.quantize.spec import VariantSpec
 
-# method -> module exposing a `BACKEND` object that implements quantship.quantize.base.Backend
+# method -> module exposing a `BACKEND` object that implements quantship.quantize.base.QuantizeBackend
 BACKEND_MODULES = {
     "rtn": "quantship.quantize.llmcompressor_backend",
     "gptq": "quantship.quantize.llmcompressor_backend",
@@ -22,5 +22,5 @@ BACKEND_MODULES = {
 }
 
 
-def backend_for(spec: VariantSpec) -> Backend:
+def backend_for(spec: VariantSpec) -> QuantizeBackend:
     return importlib.import_module(BACKEND_MODULES[spec.method]).BACKEND

@@ -18,7 +18,7 @@ from typing import Any
 
 from quantship.rollout.config import RolloutConfig
 from quantship.rollout.metrics import Metrics
-from quantship.rollout.monitor import BREACH, PASS, CheckResult, ProbeRound, check
+from quantship.rollout.monitor import BREACH, PASS, MonitorCheck, ProbeRound, check
 from quantship.rollout.state import PAUSED, ROLLED_BACK, RUNNING, RolloutState
 from quantship.rollout.store import Store
 
@@ -41,7 +41,7 @@ class Controller:
         self.live_kl_min_samples = live_kl_min_samples  # None while the control cannot score (judge.py)
         self.owner = uuid.uuid4().hex
         self.state: RolloutState | None = None
-        self.last_check: CheckResult | None = None
+        self.last_check: MonitorCheck | None = None
         self.probes: ProbeRound | None = None
         self.leader = False  # holds the controller lease: runs checks, probes and webhook delivery
         self.outbox_ready = asyncio.Event()  # set when a change queued a webhook event
@@ -101,7 +101,7 @@ class Controller:
                 return proposed
         raise RuntimeError("rollout state kept changing under this replica; check the store")
 
-    async def tick(self, now: float | None = None) -> CheckResult | None:
+    async def tick(self, now: float | None = None) -> MonitorCheck | None:
         """One periodic check; only the lease holder decides, the others just refresh."""
         now = time.time() if now is None else now
         await self.refresh()
@@ -120,7 +120,7 @@ class Controller:
             await self._passed(now)
         return result
 
-    async def evaluate(self, now: float) -> CheckResult:
+    async def evaluate(self, now: float) -> MonitorCheck:
         """The monitor's check of the window ending now: what a tick decides on and /rollout/analysis shows."""
         cfg = self.config
         window = await self.store.window(now - cfg.window_seconds)
@@ -131,7 +131,7 @@ class Controller:
         """Treatment responses since the current stage began (the promotion rule's count)."""
         return (await self.store.counters()).get(f"stage.{self.state.stage}.treatment", 0)
 
-    async def _breached(self, result: CheckResult, now: float) -> None:
+    async def _breached(self, result: MonitorCheck, now: float) -> None:
         def count(state: RolloutState) -> RolloutState | None:
             if state.status == ROLLED_BACK:
                 return None

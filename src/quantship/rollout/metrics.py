@@ -7,7 +7,7 @@ from dataclasses import asdict
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from quantship.rollout.monitor import SIGNALS, CheckResult
+from quantship.rollout.monitor import SIGNALS, MonitorCheck
 
 _LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
 _QUALITY = (
@@ -75,7 +75,7 @@ class Metrics:
             for result in ("scored", "dropped", "failed"):
                 self.live_kl_samples.labels(variant, result)
 
-    def observe_check(self, result: CheckResult) -> None:
+    def observe_check(self, result: MonitorCheck) -> None:
         self.checks.labels(result.status).inc()
         for signal in result.signals:
             self.alerts.labels(signal).inc()

@@ -70,7 +70,7 @@ class ProbeRound:
 
 
 @dataclass(frozen=True)
-class CheckResult:
+class MonitorCheck:
     status: str
     reasons: list[str] = field(default_factory=list)
     signals: list[str] = field(default_factory=list)  # one short name per reason, for metrics
@@ -136,7 +136,7 @@ def check(
     treatment_circuit_open: bool = False,
     probes: ProbeRound | None = None,
     live_kl_min_samples: int | None = None,
-) -> CheckResult:
+) -> MonitorCheck:
     """One periodic check of the window: pass, breach (with reasons) or insufficient.
 
     `live_kl_min_samples` None means the control cannot judge answers (live KL disabled);
@@ -157,10 +157,10 @@ def check(
     if kl.status == BREACH:
         found.append(("live_kl", _live_kl_reason(kl, thresholds.max_live_kl, control, treatment)))
     if found:
-        return CheckResult(BREACH, [r for _, r in found], [s for s, _ in found], control, treatment, kl)
+        return MonitorCheck(BREACH, [r for _, r in found], [s for s, _ in found], control, treatment, kl)
     # With the judge on, quality is unproven until it has enough scores: no pass, so no promotion.
     judged = kl.status != INSUFFICIENT
-    return CheckResult(PASS if enough and judged else INSUFFICIENT, [], [], control, treatment, kl)
+    return MonitorCheck(PASS if enough and judged else INSUFFICIENT, [], [], control, treatment, kl)
 
 
 def _live_kl(c: WindowStats, t: WindowStats, limit: float | None, min_samples: int | None) -> LiveKLResult:

@@ -23,7 +23,7 @@ from quantship.formats.hardware import HardwareProfile, detect_gpu
 from quantship.formats.matrix import default_stack, load_matrix, support
 from quantship.layout import baseline_checkpoint
 from quantship.plan.measure import FormatMeasurement, MeasureReport, MeasureSettings, NotMeasured
-from quantship.quantize.stage import completed_variants
+from quantship.quantize.variants import completed_variants
 from quantship.rundir import RunDir
 from quantship.serve.launch import ServeOptions
 from quantship.serve.server import build_spec, start_server

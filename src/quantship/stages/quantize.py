@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from quantship.errors import QuantshipError
 from quantship.options import QuantizeOptions
-from quantship.quantize.stage import completed_variants, run_quantize
+from quantship.quantize.variants import completed_variants, run_quantize
 from quantship.rundir import RunDir
 from quantship.stages import Context, Outcome
 

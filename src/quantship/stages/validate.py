@@ -5,10 +5,10 @@ from __future__ import annotations
 from quantship import layout
 from quantship.errors import GateFailed
 from quantship.options import ValidateStageOptions
-from quantship.quantize.stage import completed_variants
+from quantship.quantize.variants import completed_variants
 from quantship.rundir import RunDir
 from quantship.stages import Context, Outcome
-from quantship.validate.stage import run_validate
+from quantship.validate.orchestrate import run_validate
 from quantship.validate.verdicts import load_selection
 
 Options = ValidateStageOptions

@@ -29,13 +29,13 @@ from quantship.options import RecoverOptions, Thresholds
 from quantship.progress import progress_bar
 from quantship.quantize.gguf_types import OVERRIDE_TYPES
 from quantship.quantize.spec import LayerOverride, VariantSpec
-from quantship.quantize.stage import run_quantize
+from quantship.quantize.variants import run_quantize
 from quantship.rundir import RunDir, atomic_write_json
 from quantship.validate.baseline_data import BaselineData
 from quantship.validate.gate import failed_checks
-from quantship.validate.run import ValidateOptions, measure_windows, validate_variant, variant_manifest
 from quantship.validate.scorers import open_scorer
 from quantship.validate.sensitivity import block_sensitivity, variant_weights
+from quantship.validate.variant import ValidateOptions, measure_windows, validate_variant, variant_manifest
 from quantship.validate.verdicts import VALIDATION_DIR
 
 # quant methods whose variants --recover can requantize with per-block overrides

@@ -20,8 +20,8 @@ from quantship.progress import progress_bar
 from quantship.rundir import RunDir, atomic_write_json, read_json
 from quantship.validate.baseline_data import BaselineData, load_baseline
 from quantship.validate.gate import SERVED_TOPK, CheckResult, errored
-from quantship.validate.run import window_checks
 from quantship.validate.served import Endpoint, require_prompt_logprobs, require_same_tokenizer, score_endpoint
+from quantship.validate.variant import window_checks
 from quantship.validate.verdicts import VALIDATION_DIR, verdict_path
 
 PREFIX = "served:"

@@ -14,14 +14,14 @@ from rich.console import Console
 
 from quantship.errors import InputError
 from quantship.options import POLICIES, Thresholds
-from quantship.quantize.stage import completed_variants
+from quantship.quantize.variants import completed_variants
 from quantship.rundir import RunDir, read_json
 from quantship.validate.baseline_data import load_baseline
 from quantship.validate.model_card import write_model_card
 from quantship.validate.recover import RecoverOptions, recover_variant
 from quantship.validate.report import write_report
-from quantship.validate.run import ValidateOptions, validate_variant
 from quantship.validate.select import select_variant
+from quantship.validate.variant import ValidateOptions, validate_variant
 from quantship.validate.verdicts import verdict_path
 
 
