@@ -14,7 +14,7 @@ def test_source_tree_has_no_package_cycle_and_leaves_stay_leaves():
     done = subprocess.run([sys.executable, str(SCRIPT)], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     graph = dict(line.split(" -> ") for line in (row.strip() for row in done.stdout.splitlines()))
-    assert graph["plan"].split(", ") == ["errors", "formats", "rundir"]  # the planner starts no server
+    assert set(graph["plan"].split(", ")) <= {"errors", "formats", "layout", "rundir"}  # the planner starts no server
 
 
 def test_checker_reports_a_cycle_hidden_in_a_function_local_import():

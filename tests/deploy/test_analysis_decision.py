@@ -19,9 +19,9 @@ import yaml
 from quantship.deploy import kubernetes as k8s
 from quantship.deploy.config import parse_deploy
 from quantship.rollout.config import RolloutConfig
-from tests.deploy.argo import evaluate, measurement_phase, run_phase
-from tests.rollout.helpers import GatewayServer, chat
+from tests.support.argo import evaluate, measurement_phase, run_phase
 from tests.support.deploy_runs import deploy_config
+from tests.support.gateway import GatewayServer, chat
 from tests.support.openai_stub import OpenAIStub
 
 TOKEN = "decision-test-token"

@@ -14,8 +14,8 @@ from quantship.commands.deploy import load_deploy
 from quantship.deploy import kubernetes as k8s
 from quantship.plan.api import PlanArgs, plan_from_args, write_plan
 from quantship.rundir import RunDir, atomic_write_json
-from tests.deploy.schemas import errors_of
 from tests.support.deploy_runs import baseline_inputs
+from tests.support.k8s_schemas import errors_of
 from tests.support.serve_files import write_gguf
 
 PIPELINE = Path(__file__).resolve().parents[2] / "examples" / "demo" / "pipeline.yaml"

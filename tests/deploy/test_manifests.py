@@ -16,8 +16,8 @@ from quantship.plan.planner import Plan
 from quantship.rollout.config import load_config
 from quantship.rundir import read_json
 from quantship.serve import health
-from tests.deploy.schemas import core_errors, errors_of
 from tests.support.deploy_runs import VARIANT, deploy_config
+from tests.support.k8s_schemas import core_errors, errors_of
 from tests.support.requires import requires
 
 MODES = ("gateway", "argo", "flagger")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.rollout.helpers import TOKEN, WebhookSink
+from tests.support.gateway import TOKEN, WebhookSink
 from tests.support.openai_stub import OpenAIStub
 
 

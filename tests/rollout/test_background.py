@@ -6,7 +6,7 @@ import asyncio
 
 from quantship.rollout.buffered import BufferedStore
 from quantship.rollout.gateway import Gateway
-from tests.rollout.helpers import make_config
+from tests.support.gateway import make_config
 
 
 async def _cancel_turned_into_an_error() -> None:

@@ -17,7 +17,7 @@ import yaml
 
 from quantship.rollout.assign import assign
 from quantship.rollout.breaker import CLOSED, HALF_OPEN, OPEN
-from tests.rollout.helpers import (
+from tests.support.gateway import (
     TOKEN,
     GatewayServer,
     chat,

@@ -6,7 +6,7 @@ import json
 import subprocess
 import sys
 
-from tests.rollout.helpers import TOKEN, GatewayServer, make_config
+from tests.support.gateway import TOKEN, GatewayServer, make_config
 
 
 def _cli(*args: str, env_token: bool = True) -> subprocess.CompletedProcess:

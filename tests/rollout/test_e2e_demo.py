@@ -17,7 +17,7 @@ import sys
 import httpx
 import pytest
 
-from tests.rollout.helpers import GatewayServer, make_config
+from tests.support.gateway import GatewayServer, make_config
 from tests.support.requires import demo_gguf_or_skip, requires
 
 pytestmark = [pytest.mark.e2e, requires("llama.cpp")]

@@ -10,7 +10,7 @@ import time
 import httpx
 import yaml
 
-from tests.rollout.helpers import TOKEN, make_config, start_gateway_process
+from tests.support.gateway import TOKEN, make_config, start_gateway_process
 from tests.support.openai_stub import OpenAIStub, StubProcess, free_port
 
 TOTAL = 2000

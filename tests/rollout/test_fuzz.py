@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 
 from quantship.rollout.breaker import CLOSED
 from quantship.rollout.validate import CHAT, COMPLETIONS, MAX_DEPTH
-from tests.rollout.helpers import GatewayServer, make_config
+from tests.support.gateway import GatewayServer, make_config
 
 EXAMPLES = 3000
 FIELDS = sorted(set(CHAT.fields) | set(COMPLETIONS.fields))

@@ -9,7 +9,7 @@ import httpx
 
 from quantship.rollout import gateway as gateway_module
 from quantship.rollout.assign import assign
-from tests.rollout.helpers import TOKEN, GatewayServer, chat, make_config
+from tests.support.gateway import TOKEN, GatewayServer, chat, make_config
 
 USERS = [f"user-{i}" for i in range(400)]
 

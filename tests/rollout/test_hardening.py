@@ -9,7 +9,7 @@ import logging
 import httpx
 
 from quantship.rollout.assign import assign
-from tests.rollout.helpers import TOKEN, GatewayServer, chat, make_config
+from tests.support.gateway import TOKEN, GatewayServer, chat, make_config
 
 MESSAGES = [{"role": "user", "content": "hi"}]
 

@@ -23,7 +23,7 @@ from quantship.rollout.metrics import Metrics
 from quantship.rollout.monitor import BREACH, CROSS_ENTROPY, DISABLED, INSUFFICIENT, PAIRED, PASS, check
 from quantship.rollout.quality import Observation
 from quantship.rollout.upstream import BackendClient
-from tests.rollout.helpers import GatewayServer, chat, make_config
+from tests.support.gateway import GatewayServer, chat, make_config
 from tests.support.openai_stub import _OWN, _UNLIKELY
 
 USERS = [f"user-{i}" for i in range(400)]

@@ -10,7 +10,7 @@ import pytest
 from quantship.rollout.state import ROLLED_BACK, RolloutState
 from quantship.rollout.store import RedisStore, SqliteStore, Store
 from quantship.rollout.webhook import MAX_BACKOFF_S, WebhookOutbox
-from tests.rollout.helpers import GatewayServer, make_config
+from tests.support.gateway import GatewayServer, make_config
 from tests.support.requires import check
 
 

@@ -7,7 +7,7 @@ import asyncio
 from quantship.rollout.controller import Controller
 from quantship.rollout.metrics import Metrics
 from quantship.rollout.store import RedisStore
-from tests.rollout.helpers import GatewayServer, chat, make_config
+from tests.support.gateway import GatewayServer, chat, make_config
 from tests.support.requires import requires
 
 pytestmark = requires("redis-server")

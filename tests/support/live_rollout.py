@@ -26,7 +26,7 @@ from quantship.rollout.config import RolloutConfig
 from quantship.serve import start_server
 from quantship.serve.launch import ServeOptions
 from quantship.serve.server import RunningServer
-from tests.rollout.helpers import TOKEN, GatewayServer
+from tests.support.gateway import TOKEN, GatewayServer
 
 PROMPTS = [p for p in (*REFERENCE_PROMPTS, *KNOWN_ANSWER_PROBES)]
 GOOD, BAD = "Q8_0", "Q2_K"  # passes the gate / fails it (docs/gguf.md: perplexity 19.3 / 28.1 vs 19.2)

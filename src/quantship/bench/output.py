@@ -6,6 +6,7 @@ import json
 from collections.abc import Mapping
 from pathlib import Path
 
+from quantship import layout
 from quantship.bench.driver import Progress, run_bench
 from quantship.bench.models import BenchReport, BenchSettings, RequestRecord, Target
 from quantship.bench.plots import latency_cdfs, throughput
@@ -55,8 +56,8 @@ def bench_into_run_dir(
     import asyncio
 
     params = bench_params([t.label for t in targets], targets[0].api, settings)
-    with rundir.stage(f"bench/{tag}", params, inputs or {}) as stage:
+    with rundir.stage(layout.bench(tag), params, inputs or {}) as stage:
         stage.extra["targets"] = [t.model_dump() for t in targets]
         report, records = asyncio.run(run_bench(targets, prompts, settings, progress, server_metrics))
         write_outputs(stage.staging, report, records)
-    return report, rundir.stage_dir(f"bench/{tag}")
+    return report, rundir.stage_dir(layout.bench(tag))

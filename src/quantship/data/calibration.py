@@ -16,12 +16,13 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
+from quantship import layout
 from quantship.data.sources import TextSource, load_documents
 from quantship.data.tokens import cut_windows, encode_document, separator_id, token_stream
 from quantship.errors import InputError
 from quantship.rundir import RunDir, read_json
 
-STAGE = "calibration"
+STAGE = layout.CALIBRATION
 TOKENS_FILE = "tokens.safetensors"
 TEXT_FILE = "text.txt"
 STATS_FILE = "stats.json"

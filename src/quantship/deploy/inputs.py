@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from quantship import layout
 from quantship.bench.models import BenchReport
 from quantship.bench.output import SUMMARY
 from quantship.errors import InputError
@@ -40,7 +41,7 @@ class RunModels:
 
 def read_run(run_dir: Path) -> RunModels:
     runs = RunDir(run_dir)
-    plan = Plan.model_validate(read_json(runs.require("plan", "quantship plan --model M --hardware H") / "plan.json"))
+    plan = Plan.model_validate(read_json(runs.require(layout.PLAN, "quantship plan --model M --hardware H").parent / layout.PLAN_JSON))
     treatment = from_variant(run_dir, selected_variant(run_dir))
     checks = [preflight.verdict(treatment, force=False)]
     preflight.raise_on_failure(checks)
@@ -59,7 +60,7 @@ def artifact_hashes(run: RunModels, role: str) -> dict[str, str]:
         return {rel: meta["sha256"] for rel, meta in (run.treatment.manifest or {}).get("outputs", {}).items()}
     runs = RunDir(run.root)
     current = runs.hash_inputs(checkpoint_files(run.control.folder))
-    recorded = {k.removeprefix("model/"): v for k, v in ((runs.manifest("baseline") or {}).get("inputs") or {}).items()
+    recorded = {k.removeprefix("model/"): v for k, v in ((runs.manifest(layout.BASELINE) or {}).get("inputs") or {}).items()
                 if k.startswith("model/")}
     if changed := sorted(rel for rel, digest in recorded.items() if current.get(rel) != digest):
         raise InputError(
@@ -71,7 +72,7 @@ def artifact_hashes(run: RunModels, role: str) -> dict[str, str]:
 
 def _latest_bench(runs: RunDir) -> BenchReport | None:
     """The newest completed bench stage of the run (bench/<tag>/summary.json), if any."""
-    done = [p for p in runs.stage_dir("bench").glob(f"*/{SUMMARY}") if runs.manifest(f"bench/{p.parent.name}")]
+    done = [p for p in runs.stage_dir(layout.BENCH).glob(f"*/{SUMMARY}") if runs.manifest(layout.bench(p.parent.name))]
     if not done:
         return None
     newest = max(done, key=lambda p: p.stat().st_mtime)

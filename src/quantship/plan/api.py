@@ -12,6 +12,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from quantship import layout
 from quantship.errors import InputError
 from quantship.formats.hardware import HardwareProfile, load_hardware
 from quantship.formats.matrix import resolve_format, resolve_stack
@@ -145,9 +146,9 @@ def write_plan(rundir: RunDir, request: PlanArgs, result: PlanResult) -> bool:
     result): it is kept as it is, so a resumed pipeline reports it kept.
     """
     params, inputs = request.fingerprint_params(result), input_hashes(rundir, result)
-    if rundir.is_current("plan", stage_fingerprint("plan", params, inputs)):
+    if rundir.is_current(layout.PLAN, stage_fingerprint(layout.PLAN, params, inputs)):
         return False
-    with rundir.stage("plan", params, inputs) as stage:
+    with rundir.stage(layout.PLAN, params, inputs) as stage:
         atomic_write_json(stage.path("plan.json"), result.plan)
         if result.measured is not None:
             atomic_write_json(stage.path("measurements.json"), result.measured.model_dump(mode="json"))

@@ -61,7 +61,7 @@ def variant_stage(name: str) -> str:
 
 def completed_variants(run_dir: RunDir) -> list[str]:
     """Names of the run's finished variants (a manifest marks a published stage)."""
-    folder = run_dir.stage_dir("variants")
+    folder = run_dir.stage_dir(layout.VARIANTS)
     return sorted(p.parent.name for p in folder.glob("*/manifest.json")) if folder.is_dir() else []
 
 

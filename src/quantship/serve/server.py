@@ -23,6 +23,7 @@ from typing import Any
 
 import psutil
 
+from quantship import layout
 from quantship.errors import GateFailed, InputError, NotAvailable
 from quantship.formats.hardware import detect_gpu
 from quantship.home import quantship_home
@@ -129,7 +130,7 @@ def planned_tensor_parallel(run_dir: Path | None) -> int:
     if run_dir is None:
         return 1
     try:
-        plan = read_json(Path(run_dir) / "plan" / "plan.json")
+        plan = read_json(Path(run_dir) / layout.PLAN_JSON)
     except (FileNotFoundError, ValueError):
         return 1
     fit = ((plan.get("chosen") or {}).get("fit") or {}) if isinstance(plan, dict) else {}
@@ -139,7 +140,7 @@ def planned_tensor_parallel(run_dir: Path | None) -> int:
 
 def serve_dir(run_dir: Path | None) -> Path:
     """Where records, logs and scratch of servers go: the run directory, else QUANTSHIP_HOME."""
-    return ((Path(run_dir) if run_dir is not None else quantship_home()) / "serve").absolute()
+    return ((Path(run_dir) if run_dir is not None else quantship_home()) / layout.SERVE).absolute()
 
 
 def build_spec(

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from quantship import layout
 from quantship.bench.models import BenchSettings, Target
 from quantship.bench.output import bench_into_run_dir
 from quantship.bench.progress import RichProgress
@@ -68,7 +69,7 @@ def select(run_dir: Path, model_folder: Path, hardware: HardwareProfile) -> list
         try:
             target = from_variant(run_dir, name)
         except InputError as error:
-            picks.append(Pick(name, name, Path(run_dir) / "variants" / name, None, skip=error.problem, fix=error.fix))
+            picks.append(Pick(name, name, Path(run_dir) / layout.variant(name), None, skip=error.problem, fix=error.fix))
             continue
         picks.append(_judge(name, name, target, run_dir, hardware))
     first: dict[str, str] = {}
@@ -110,7 +111,7 @@ def _judge(name: str, variant: str | None, target: ServeTarget, run_dir: Path, h
 def _check_same_model(run_dir: Path, model_folder: Path) -> None:
     """Variants of another model would measure the wrong thing."""
 
-    if RunDir(run_dir).manifest("baseline") is None:
+    if RunDir(run_dir).manifest(layout.BASELINE) is None:
         return
     try:
         base = baseline_checkpoint(RunDir(run_dir))

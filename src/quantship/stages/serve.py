@@ -67,7 +67,7 @@ def key(run_dir: RunDir, options: ServeSection) -> dict[str, str]:
     variant = load_selection(run_dir)
     return {
         "variant": str((run_dir.manifest(layout.variant(variant)) or {}).get("fingerprint")),
-        "baseline": str((run_dir.manifest("baseline") or {}).get("fingerprint")),
+        "baseline": str((run_dir.manifest(layout.BASELINE) or {}).get("fingerprint")),
         "serve": sha256_json(asdict(options)),
     }
 

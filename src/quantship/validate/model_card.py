@@ -62,8 +62,8 @@ def _recovery_lines(run: RunDir, variant: str) -> list[str]:
 def model_card(run: RunDir, variant: str, serve_command: str) -> str:
     manifest = run.manifest(layout.variant(variant)) or {}
     verdict = read_json(verdict_path(run, variant))
-    baseline = _optional_json(run.root / "baseline" / "baseline.json") or {}
-    calibration = (run.manifest("calibration") or {}).get("stats") or {}
+    baseline = _optional_json(run.root / layout.BASELINE / layout.BASELINE_JSON) or {}
+    calibration = (run.manifest(layout.CALIBRATION) or {}).get("stats") or {}
     perplexity = verdict["checks"].get("perplexity", {}).get("detail", {})
     lines = [
         f"# {variant}",

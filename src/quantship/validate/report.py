@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from quantship import layout
 from quantship.layout import SELECTED
 from quantship.rundir import RunDir, atomic_write_text, read_json
 from quantship.validate.charts import kl_histogram_chart, sensitivity_chart, size_quality_chart
@@ -125,7 +126,7 @@ def _img(b64: str | None, alt: str) -> str:
 
 def _caveat(run_dir: RunDir) -> str:
     try:
-        checkpoint = Path(read_json(run_dir.root / "baseline" / "baseline.json")["checkpoint"]["path"])
+        checkpoint = Path(read_json(run_dir.root / layout.BASELINE / layout.BASELINE_JSON)["checkpoint"]["path"])
         note = json.loads((checkpoint / "quantship-source.json").read_text(encoding="utf-8")).get("note")
     except (OSError, KeyError, ValueError):
         return ""

@@ -14,6 +14,7 @@ from typing import Any
 
 from rich.console import Console
 
+from quantship import layout
 from quantship.models.loading import load_tokenizer
 from quantship.options import Thresholds
 from quantship.progress import progress_bar
@@ -132,7 +133,7 @@ def gate_running_server(run_dir: RunDir, variant: str, url: str, model: str, con
     ones the verdict was gated with.
     """
     path = verdict_path(run_dir, variant)
-    if not path.exists() or run_dir.manifest("baseline") is None:
+    if not path.exists() or run_dir.manifest(layout.BASELINE) is None:
         return None
     verdict = read_json(path)
     thresholds = Thresholds(**verdict.get("thresholds", {}))

@@ -61,7 +61,7 @@ def _staleness(run: RunDir, variant: str, record: dict[str, Any]) -> str | None:
         return (f"it judged variant fingerprint {record.get('variant_fingerprint')}, but the variant is now "
                 f"{variant_now} (quantized again since)")
     baseline_then = record.get("baseline_fingerprint")
-    baseline_now = (run.manifest("baseline") or {}).get("fingerprint")
+    baseline_now = (run.manifest(layout.BASELINE) or {}).get("fingerprint")
     if baseline_then is not None and baseline_then != baseline_now:
         return f"it compared with baseline {baseline_then}, but the baseline is now {baseline_now} (measured again since)"
     return None
