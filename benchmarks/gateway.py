@@ -45,7 +45,7 @@ sys.path.insert(0, str(ROOT))
 from benchmarks.litellm_peer import LITELLM_VERSION, ensure_env, start_litellm  # noqa: E402
 from quantship.bench.provenance import provenance  # noqa: E402
 from quantship.rundir import atomic_write_json  # noqa: E402
-from tests.rollout.helpers import start_gateway_process  # noqa: E402
+from tests.support.gateway import start_gateway_process  # noqa: E402
 from tests.support.openai_stub import StubProcess, free_port  # noqa: E402
 
 STUB_MODEL = "stub-model"
