@@ -37,7 +37,8 @@ from quantship.rundir import RunDir, atomic_write_json, read_json
 from quantship.validate.baseline_data import load_baseline
 from quantship.validate.recover import RecoverOptions, recover_variant
 from quantship.validate.select import select_variant
-from quantship.validate.variant import ValidateOptions, validate_variant, validation_path
+from quantship.validate.variant import ValidateOptions, validate_variant
+from quantship.validate.verdicts import verdict_path
 
 ROOT = Path(__file__).resolve().parents[1]
 CAVEAT = (
@@ -113,7 +114,7 @@ def main() -> None:
             print(f"recover {label}: {recoveries[label]['outcome']}", flush=True)
     candidates = [r["variant"] for r in rows.values() if "error" not in r]
     candidates += [r["recovered"] for r in recoveries.values() if r["recovered"]]
-    results = [read_json(validation_path(run, v)) for v in candidates]
+    results = [read_json(verdict_path(run, v)) for v in candidates]
     chosen = select_variant(run, results, "smallest-passing")
     rows["quantship-auto"] = auto_row(results, chosen)
     for label, row in rows.items():
