@@ -139,7 +139,15 @@ def test_stack_resolution(tmp_path):
 
 
 def test_tensor_parallel_comes_from_the_plan(tmp_path):
-    assert planned_tensor_parallel(tmp_path) == 1
-    (tmp_path / "plan").mkdir()
-    (tmp_path / "plan" / "plan.json").write_text(json.dumps({"chosen": {"fit": {"tensor_parallel": 4}}}))
-    assert planned_tensor_parallel(tmp_path) == 4
+    """A bf16 70B on H100s needs several GPUs per replica: serve takes the planner's size, 1 without a plan."""
+    from quantship.plan.api import PlanArgs, plan_from_args, write_plan
+    from quantship.rundir import RunDir
+    from tests.support.model_configs import LLAMA3_70B
+
+    run = tmp_path / "run"
+    assert planned_tensor_parallel(run) == 1
+    (tmp_path / "config.json").write_text(json.dumps(LLAMA3_70B))
+    args = PlanArgs(model=tmp_path / "config.json", hardware="h100", context=8192, concurrency=32, devices=8, format="bf16")
+    result = plan_from_args(args)
+    write_plan(RunDir(run), args, result)
+    assert planned_tensor_parallel(run) == result.plan.chosen.fit.tensor_parallel > 1

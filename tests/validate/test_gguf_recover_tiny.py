@@ -103,7 +103,7 @@ def test_gguf_recover_keeps_the_most_sensitive_block_at_q8_0(gguf_run, monkeypat
     code, out, err = run_cli(monkeypatch, capsys, *common, "--max-kl-mean", f"{kl * 0.95:.8f}", "--recover",
                              "--blocks-per-step", "1", "--max-bits-per-weight", "32")
     record = read_json(gguf_run.root / "validation" / "g4.recovery.json")
-    assert record["format"] == "gguf" and record["precision"] == "8bit" and record["kept_type"] == "Q8_0"
+    assert record["format"] == "gguf Q4_0" and record["precision"] == "8bit" and record["kept_type"] == "Q8_0"
     layers = record["sensitivity"]["layers"]
     assert sorted(x["layer"] for x in layers) == ["model.layers.0", "model.layers.1"] and layers[0]["score"] > 0
     [step] = record["steps"]

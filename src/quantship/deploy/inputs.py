@@ -17,6 +17,7 @@ from quantship.bench.output import SUMMARY
 from quantship.errors import InputError
 from quantship.layout import baseline_checkpoint
 from quantship.models.checkpoint import checkpoint_files
+from quantship.plan.api import read_plan
 from quantship.plan.planner import Plan
 from quantship.rundir import RunDir, read_json
 from quantship.serve import preflight
@@ -41,7 +42,7 @@ class RunModels:
 
 def read_run(run_dir: Path) -> RunModels:
     runs = RunDir(run_dir)
-    plan = Plan.model_validate(read_json(runs.require(layout.PLAN, "quantship plan --model M --hardware H").parent / layout.PLAN_JSON))
+    plan = read_plan(runs)
     treatment = from_variant(run_dir, selected_variant(run_dir))
     checks = [preflight.verdict(treatment, force=False)]
     preflight.raise_on_failure(checks)

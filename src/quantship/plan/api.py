@@ -27,7 +27,7 @@ from quantship.plan.measure import MeasureReport, MeasureSettings, load_measurem
 from quantship.plan.planner import Plan, Traffic, make_plan
 from quantship.plan.render import print_plan
 from quantship.plan.variant import VariantInfo, inspect_variant
-from quantship.rundir import RunDir, atomic_write_json, stage_fingerprint
+from quantship.rundir import RunDir, atomic_write_json, read_json, stage_fingerprint
 
 __all__ = ["PlanArgs", "PlanResult", "input_hashes", "plan_from_args", "print_plan", "write_plan"]
 
@@ -153,6 +153,12 @@ def write_plan(rundir: RunDir, request: PlanArgs, result: PlanResult) -> bool:
         if result.measured is not None:
             atomic_write_json(stage.path("measurements.json"), result.measured.model_dump(mode="json"))
     return True
+
+
+def read_plan(rundir: RunDir) -> Plan:
+    """plan/plan.json as the planner wrote it: the one reader of that file (serve, deploy, the plan stage)."""
+    rundir.require(layout.PLAN, "quantship plan --model M --hardware H")
+    return Plan.model_validate(read_json(rundir.root / layout.PLAN_JSON))
 
 
 def input_hashes(rundir: RunDir, result: PlanResult) -> dict[str, str]:

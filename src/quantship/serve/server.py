@@ -28,6 +28,7 @@ from quantship.errors import GateFailed, InputError, NotAvailable
 from quantship.formats.hardware import detect_gpu
 from quantship.home import quantship_home
 from quantship.options import DEFAULT_READY_TIMEOUT_S
+from quantship.plan.api import read_plan
 from quantship.rundir import RunDir, atomic_write_json, read_json
 from quantship.serve import health, launch, preflight, stacks
 from quantship.serve.launch import LaunchSpec, ServeOptions
@@ -126,16 +127,11 @@ def resolve_stack(stack: str, target: ServeTarget, gpu: dict | None, need_gpu: b
 
 
 def planned_tensor_parallel(run_dir: Path | None) -> int:
-    """Tensor-parallel size that `quantship plan` chose (plan/plan.json), else 1."""
-    if run_dir is None:
+    """Tensor-parallel size that `quantship plan` chose for the run, else 1 (no plan)."""
+    if run_dir is None or RunDir(run_dir).manifest(layout.PLAN) is None:
         return 1
-    try:
-        plan = read_json(Path(run_dir) / layout.PLAN_JSON)
-    except (FileNotFoundError, ValueError):
-        return 1
-    fit = ((plan.get("chosen") or {}).get("fit") or {}) if isinstance(plan, dict) else {}
-    tp = fit.get("tensor_parallel") or plan.get("tensor_parallel")
-    return int(tp) if isinstance(tp, int) and tp >= 1 else 1
+    fit = read_plan(RunDir(run_dir)).chosen.fit
+    return max(1, getattr(fit, "tensor_parallel", 1) or 1)
 
 
 def serve_dir(run_dir: Path | None) -> Path:

@@ -8,7 +8,8 @@ from typing import Any
 from quantship import layout
 from quantship.options import PlanOptions
 from quantship.plan import api
-from quantship.rundir import RunDir, read_json
+from quantship.plan.planner import Plan
+from quantship.rundir import RunDir
 from quantship.stages import Context, Outcome
 
 READS_CHECKPOINT = True  # the run resolves the model (and refuses a wrong path) before the first stage
@@ -38,7 +39,6 @@ def run(run_dir: RunDir, options: PlanOptions | None, context: Context, model: P
     )
 
 
-def load(run_dir: RunDir) -> dict[str, Any]:
-    """plan.json as written (serve takes its tensor-parallel size from it)."""
-    run_dir.require(layout.PLAN, "quantship plan")
-    return read_json(run_dir.root / layout.PLAN_JSON)
+def load(run_dir: RunDir) -> Plan:
+    """The plan as written (serve takes its tensor-parallel size from it)."""
+    return api.read_plan(run_dir)
