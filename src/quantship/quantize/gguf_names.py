@@ -90,9 +90,22 @@ def resolve_overrides(
                 "match Hugging Face module names such as 'lm_head', 'model.layers.0.', 'self_attn.k_proj'",
             )
         resolved.append(
-            ResolvedOverride(override.pattern, override.precision, OVERRIDE_TYPES[override.precision], hits, tensors)
+            ResolvedOverride(override.pattern, override.precision, ggml_override_type(override), hits, tensors)
         )
     return resolved
+
+
+def ggml_override_type(override: LayerOverride) -> str:
+    """The ggml type an override asks llama-quantize for; an unknown type name is an input error."""
+    if override.type is None:
+        return OVERRIDE_TYPES[override.precision]
+    name = override.type.strip().upper()
+    if name not in gguf.GGMLQuantizationType.__members__:
+        raise InputError(
+            f"layer override {override.pattern!r}: {override.type!r} is not a ggml tensor type",
+            "use a type llama-quantize accepts for --tensor-type, such as Q4_0, Q5_0, Q8_0, IQ4_NL, Q4_K, Q6_K or BF16",
+        )
+    return name
 
 
 def tensor_type_rules(resolved: list[ResolvedOverride]) -> list[str]:

@@ -23,15 +23,19 @@ Precision = Literal["bf16", "8bit"]
 
 
 class LayerOverride(BaseModel):
-    """Keep the modules whose names match `pattern` (regex) at a higher precision.
+    """Quantize the modules whose names match `pattern` (regex) differently from the scheme.
 
-    `bf16` leaves them unquantized; `8bit` quantizes them with the method's 8-bit
-    scheme (W8A16 for llm-compressor 4-bit schemes, Q8_0 for GGUF).
+    `precision`: `bf16` leaves them unquantized; `8bit` quantizes them with the
+    method's 8-bit scheme (W8A16 for llm-compressor 4-bit schemes, Q8_0 for GGUF).
+    `type` names one exact type instead and wins over `precision`: a ggml type for
+    GGUF (`Q5_0`, `Q6_K`, `IQ4_NL`, `BF16`, ...), `W4A16-g<N>`, `W8A16` or `bf16` for
+    llm-compressor. Per-tensor mixed precision (quantship.allocate) writes these.
     """
 
     model_config = ConfigDict(extra="forbid")
     pattern: str
     precision: Precision = "bf16"
+    type: str | None = None
 
     @field_validator("pattern")
     @classmethod
