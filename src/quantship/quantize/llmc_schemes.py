@@ -12,7 +12,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from quantship.errors import InputError
-from quantship.quantize.spec import VariantSpec
+from quantship.quantize.llmc_candidates import FUSED_SHARDS, LlmcType, candidate_types, fused_name, parse_type, weight_args
+from quantship.quantize.spec import LayerOverride, VariantSpec
 
 LM_HEAD = "lm_head"
 # Group sizes vLLM's WNA16 kernels (Marlin, Machete) accept, largest first; "auto" picks from these.
@@ -48,6 +49,8 @@ METHOD_SCHEMES: dict[str, tuple[str, tuple[str, ...]]] = {
     "fp8-static": ("FP8", ("FP8",)),
 }
 NEEDS_CALIBRATION = frozenset({"gptq", "awq", "smoothquant-gptq", "fp8-static"})
+# methods whose recipe takes `type` overrides with quantized types (bf16 works with every method)
+TYPED_METHODS = ("rtn", "gptq")
 
 
 @dataclass
@@ -65,6 +68,8 @@ class Plan:
     kept_8bit: list[str]  # resolved module names at 8 bits
     main_modules: list[str]  # resolved module names with the main scheme
     notes: list[str] = field(default_factory=list)
+    typed_targets: dict[str, list[str]] = field(default_factory=dict)  # quantized `type` -> its `re:` patterns
+    kept_typed: dict[str, list[str]] = field(default_factory=dict)  # quantized `type` -> resolved module names
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -76,10 +81,12 @@ class Plan:
             "actorder": self.actorder,
             "ignore": self.ignore,
             "eight_bit_targets": self.eight_bit_targets,
+            "typed_targets": self.typed_targets,
             "modules": {
                 "main_scheme": len(self.main_modules),
                 "8bit": self.kept_8bit,
                 "bf16": self.kept_bf16,
+                "types": self.kept_typed,
             },
         }
 
@@ -100,10 +107,16 @@ def plan_variant(spec: VariantSpec, linear_columns: dict[str, int]) -> Plan:
     scheme = resolve_scheme(spec)
     _refuse_options(spec, scheme)
     bf16, eight = _resolve_overrides(spec, scheme, linear_columns)
-    main = [n for n in linear_columns if n not in bf16 and n not in eight]
-    if not main:
+    typed = _resolve_typed(spec, linear_columns, claimed=bf16 | eight)
+    main = [n for n in linear_columns if n not in bf16 and n not in eight and n not in typed]
+    if not main and not typed:
         raise InputError(f"variant {spec.name!r}: the overrides keep every layer out of {scheme.name}", "narrow the override patterns")
     group_size = _group_size(spec, scheme, {n: linear_columns[n] for n in [*main, *eight]})
+    if any(o.type is not None for o in spec.overrides):
+        main_label = _label(scheme.weight_bits, group_size, spec.symmetric) if scheme.grouped else scheme.name
+        labels = dict.fromkeys(main, main_label)
+        labels |= {n: _label(8, group_size, spec.symmetric) for n in eight} | {n: "bf16" for n in bf16}
+        _check_fused(spec, labels | {n: kind.name for n, kind in typed.items()})
     notes = []
     if spec.group_size == "auto" and group_size != DEFAULT_GROUP_SIZE:
         notes.append(f"group_size auto picked {group_size}: {DEFAULT_GROUP_SIZE} does not divide every quantized layer")
@@ -113,13 +126,62 @@ def plan_variant(spec: VariantSpec, linear_columns: dict[str, int]) -> Plan:
         group_size=group_size,
         symmetric=spec.symmetric,
         actorder=("weight" if spec.act_order else None) if spec.method in ("gptq", "smoothquant-gptq") else None,
-        ignore=[LM_HEAD] + [_re(o.pattern) for o in spec.overrides if o.precision == "bf16"],
-        eight_bit_targets=[_re(o.pattern) for o in spec.overrides if o.precision == "8bit"],
-        kept_bf16=sorted(bf16),
+        ignore=[LM_HEAD] + [_re(o.pattern) for o in spec.overrides if _override_kind(o) == "bf16"],
+        eight_bit_targets=[_re(o.pattern) for o in spec.overrides if _override_kind(o) == "8bit"],
+        kept_bf16=sorted(bf16 | {n for n, kind in typed.items() if not kind.quantized}),
         kept_8bit=sorted(eight),
         main_modules=main,
         notes=notes,
+        typed_targets=_typed_targets(spec.overrides),
+        kept_typed=_group_names({n: kind.name for n, kind in typed.items() if kind.quantized}),
     )
+
+
+def _label(bits: int, group_size: int | None, symmetric: bool) -> str:
+    """A module's int weight grid, spelled like the types (W4A16-g64, W8A16 per channel)."""
+    return f"W{bits}A16" + (f"-g{group_size}" if group_size else "") + ("" if symmetric else " asymmetric")
+
+
+def _check_fused(spec: VariantSpec, labels: dict[str, str]) -> None:
+    """vLLM fuses q/k/v and gate/up into one layer with one scheme: with `type` overrides, refuse a split."""
+    families: dict[str, dict[str, str]] = {}
+    for name, label in labels.items():
+        fused = fused_name(name)
+        if fused is not None:
+            families.setdefault(fused, {})[name] = label
+    for fused, members in families.items():
+        if len(set(members.values())) > 1:
+            shards = "|".join(FUSED_SHARDS[fused.rpartition(".")[2]])
+            given = ", ".join(f"{n.rpartition('.')[2]} {label}" for n, label in members.items())
+            raise InputError(
+                f"variant {spec.name!r}: vLLM loads {fused} as one fused layer with one scheme, the overrides give its shards {given}",
+                f"give them one type (one override such as {re.escape(fused.rpartition('.')[0])}\\.({shards})$)",
+            )
+
+
+def _override_kind(override: LayerOverride) -> str:
+    """`bf16` or `8bit` (a `precision` override, or a `type: bf16` one), else the quantized type's name."""
+    if override.type is None:
+        return override.precision
+    kind = parse_type(override.type)  # checked with its context by _resolve_typed
+    return kind.name if kind.quantized else "bf16"
+
+
+def _typed_targets(overrides: list[LayerOverride]) -> dict[str, list[str]]:
+    """Quantized type -> the `re:` patterns of its overrides, in the spec's order (one config group each)."""
+    targets: dict[str, list[str]] = {}
+    for override in overrides:
+        kind = _override_kind(override)
+        if override.type is not None and kind != "bf16":
+            targets.setdefault(kind, []).append(_re(override.pattern))
+    return targets
+
+
+def _group_names(types: dict[str, str]) -> dict[str, list[str]]:
+    grouped: dict[str, list[str]] = {}
+    for name, kind in sorted(types.items()):
+        grouped.setdefault(kind, []).append(name)
+    return grouped
 
 
 def _re(pattern: str) -> str:
@@ -155,13 +217,9 @@ def _resolve_overrides(spec: VariantSpec, scheme: Scheme, linear_columns: dict[s
     eight: set[str] = set()
     names = list(linear_columns)
     for override in spec.overrides:
-        matched = {n for n in names if re.search(override.pattern, n)}
-        if not matched:
-            example = ", ".join(names[:3])
-            raise InputError(
-                f"variant {spec.name!r}: layer override {override.pattern!r} matches no Linear layer",
-                f"match module names such as {example}",
-            )
+        matched = _matched(spec, override, names)
+        if override.type is not None:
+            continue  # _resolve_typed
         if override.precision == "bf16":
             bf16 |= matched
             continue
@@ -178,6 +236,81 @@ def _resolve_overrides(spec: VariantSpec, scheme: Scheme, linear_columns: dict[s
             )
         eight |= matched
     return bf16, eight - bf16
+
+
+def _matched(spec: VariantSpec, override: LayerOverride, names: list[str]) -> set[str]:
+    matched = {n for n in names if re.search(override.pattern, n)}
+    if not matched:
+        example = ", ".join(names[:3])
+        raise InputError(
+            f"variant {spec.name!r}: layer override {override.pattern!r} matches no Linear layer",
+            f"match module names such as {example}",
+        )
+    return matched
+
+
+def _resolve_typed(spec: VariantSpec, linear_columns: dict[str, int], claimed: set[str]) -> dict[str, LlmcType]:
+    """Module name -> its exact type, for the `type` overrides.
+
+    Each quantized type is one config group of `re:` targets, and compressed-tensors
+    picks among several matching `re:` targets by sorting the patterns, not by the
+    spec's order; so a module two overrides would give different things is refused
+    here instead of being left to that order. `claimed`: modules the `precision`
+    overrides (and lm_head) already decide.
+    """
+    typed: dict[str, LlmcType] = {}
+    asked_by: dict[str, str] = {}
+    names = list(linear_columns)
+    for override in spec.overrides:
+        if override.type is None:
+            continue
+        kind = _parse_override_type(spec, override)
+        for name in sorted(_matched(spec, override, names)):
+            if name == LM_HEAD and kind.quantized:
+                raise InputError(
+                    f"variant {spec.name!r}: override {override.pattern!r} asks {kind.name} for lm_head; "
+                    "llm-compressor variants keep lm_head in bf16",
+                    "drop lm_head from the pattern or give it type bf16",
+                )
+            if name == LM_HEAD:
+                continue
+            if name in claimed:
+                other = next(o.pattern for o in spec.overrides if o.type is None and re.search(o.pattern, name))
+                raise InputError(
+                    f"variant {spec.name!r}: {name} is matched by type override {override.pattern!r} ({kind.name}) "
+                    f"and by precision override {other!r}",
+                    "make the patterns disjoint (one override per module)",
+                )
+            if name in typed and typed[name] != kind:
+                raise InputError(
+                    f"variant {spec.name!r}: {name} is matched by overrides {asked_by[name]!r} ({typed[name].name}) "
+                    f"and {override.pattern!r} ({kind.name})",
+                    "make the patterns disjoint (one override per module)",
+                )
+            if not kind.fits(linear_columns[name]):
+                columns = linear_columns[name]
+                raise InputError(
+                    f"variant {spec.name!r}: override {override.pattern!r} asks {kind.name} for {name}, "
+                    f"whose {columns} input columns are not a multiple of {kind.group_size}",
+                    f"give it one of {', '.join(candidate_types(columns))}",
+                )
+            typed[name], asked_by[name] = kind, override.pattern
+    return typed
+
+
+def _parse_override_type(spec: VariantSpec, override: LayerOverride) -> LlmcType:
+    assert override.type is not None
+    try:
+        kind = parse_type(override.type)
+    except InputError as error:
+        raise InputError(f"variant {spec.name!r}: layer override {override.pattern!r}: {error.problem}", error.fix) from None
+    if kind.quantized and spec.method not in TYPED_METHODS:
+        raise InputError(
+            f"variant {spec.name!r}: layer override {override.pattern!r}: type {kind.name} is for methods "
+            f"{' and '.join(TYPED_METHODS)}, not {spec.method}",
+            "use method gptq or rtn, or type bf16",
+        )
+    return kind
 
 
 def _group_size(spec: VariantSpec, scheme: Scheme, columns: dict[str, int]) -> int | None:
@@ -248,7 +381,23 @@ def build_recipe(plan: Plan) -> list:
 
 
 def config_groups(plan: Plan) -> dict:
-    """The main scheme on every Linear layer; the 8-bit override group wins by `re:` precedence."""
+    """The main scheme on the Linear layers; the 8-bit and per-type groups win by `re:` precedence.
+
+    compressed-tensors (apply_quantization_config, utils.match.match_targets) gives a
+    module matched by several groups the scheme of its most specific target: exact
+    names, then `re:` patterns, then class names such as "Linear". The override groups
+    hold only `re:` patterns and plan_variant keeps them disjoint, so each overridden
+    module has one `re:` match and it beats the main group's "Linear". `ignore` beats
+    every group.
+
+    With `type` overrides the main group names its modules exactly instead of
+    "Linear": vLLM matches a fused layer (qkv_proj, gate_up_proj) by name, then by a
+    class target contained in its class name (QKVParallelLinear), then by its shards'
+    targets, so a "Linear" group would take the fused layers whose shards have a
+    type. Exact names leave them to their shards' group. The main group is left out
+    when no module keeps the main scheme; it comes last, so compressed-tensors' "could
+    not match" check (first matching target per module) finds every override target.
+    """
     from compressed_tensors.quantization import QuantizationArgs, QuantizationScheme
     from compressed_tensors.quantization.quant_scheme import PRESET_SCHEMES
 
@@ -266,7 +415,12 @@ def config_groups(plan: Plan) -> dict:
         return QuantizationArgs(**args)
 
     main = {k: v for k, v in preset.items() if k != "weights"}
-    groups = {"group_0": QuantizationScheme(targets=["Linear"], weights=weights(plan.scheme.weight_bits), **main)}
+    groups = {}
     if plan.eight_bit_targets:
         groups["group_1"] = QuantizationScheme(targets=list(plan.eight_bit_targets), weights=weights(8))
+    for index, (kind, targets) in enumerate(plan.typed_targets.items(), start=2):
+        groups[f"group_{index}"] = QuantizationScheme(targets=list(targets), weights=weight_args(kind))
+    if plan.main_modules:
+        targets = list(plan.main_modules) if plan.typed_targets else ["Linear"]
+        groups["group_0"] = QuantizationScheme(targets=targets, weights=weights(plan.scheme.weight_bits), **main)
     return groups
