@@ -20,6 +20,7 @@ REFERENCES_JSON = "references.json"  # greedy reference generations and probe an
 REFERENCES_TENSORS = "references.safetensors"  # the baseline's top-k along each greedy path
 CALIBRATION = "calibration"
 VARIANTS = "variants"
+ALLOCATION_SUFFIX = ".allocation.json"  # validation/<variant>.allocation.json: one per-tensor allocation's record
 VALIDATION = "validation"  # a plain folder of verdicts (<variant>.json) and SELECTED
 SELECTED = "selected.json"
 BENCH = "bench"

@@ -160,9 +160,33 @@ class ValidateOptions(_Options):
 
 
 class RecoverOptions(_Options):
-    max_bits_per_weight: float = Field(8.0, ge=1, description="Recovery stops before a variant exceeds this size.")
-    blocks_per_step: int = Field(2, ge=1, description="Blocks moved to higher precision per recovery step.")
-    sensitivity_tokens: int = Field(256, ge=1, description="Tokens of the first window that rank block sensitivity.")
+    """Per-tensor mixed precision for a failing variant (quantship.allocate; docs/validate.md)."""
+
+    target: Literal["gate", "budget"] | None = Field(
+        None,
+        description="gate: the smallest per-tensor mix that passes this run's gate; budget: the least predicted KL "
+        "within --max-bits-per-weight (default: budget when a size is given, else gate).",
+    )
+    max_bits_per_weight: float | None = Field(
+        None, ge=1, description="Size cap, bits per weight over every tensor as the manifest measures it."
+    )
+    max_gate_runs: int = Field(3, ge=1, description="Gate runs the target correction may take (target gate).")
+    sensitivity_tokens: int = Field(
+        512, ge=16, description="Calibration tokens per-tensor sensitivity is measured on (never the gate's windows)."
+    )
+    types: list[str] | None = Field(
+        None, description="Candidate tensor types, comma-separated on the CLI (default: every type the backend offers)."
+    )
+
+    @model_validator(mode="after")
+    def _budget_needs_a_size(self) -> RecoverOptions:
+        if self.target == "budget" and self.max_bits_per_weight is None:
+            raise ValueError("target budget needs max_bits_per_weight (e.g. 4.9)")
+        return self
+
+    @property
+    def mode(self) -> str:
+        return self.target or ("budget" if self.max_bits_per_weight is not None else "gate")
 
 
 class ValidateStageOptions(ValidateOptions):
@@ -171,8 +195,8 @@ class ValidateStageOptions(ValidateOptions):
     thresholds: Thresholds = Field(default_factory=Thresholds, description="The gate's limits (docs/validate.md).")
     recover: RecoverOptions | None = Field(
         None,
-        description="For failing llm-compressor or GGUF variants: keep the most sensitive blocks at 8-bit "
-        "(W8A16 / Q8_0), requantize, revalidate (absent: failing variants stay failed).",
+        description="For failing llm-compressor or GGUF variants: choose a type for every tensor from measured "
+        "sensitivity, build it, gate it (absent: failing variants stay failed).",
     )
     select: Literal[POLICIES] = Field(  # type: ignore[valid-type]
         "smallest-passing", description="Write validation/selected.json by this policy: smallest-passing."

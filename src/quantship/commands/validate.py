@@ -24,8 +24,11 @@ def register(app: typer.Typer) -> None:
         long_window: int = option(ValidateOptions, "long_window", "--long-window"),
         long_windows: int = option(ValidateOptions, "long_windows", "--long-windows"),
         recover: bool = option(ValidateStageOptions, "recover", "--recover"),
+        target: str = option(RecoverOptions, "target", "--target"),
         max_bits_per_weight: float = option(RecoverOptions, "max_bits_per_weight", "--max-bits-per-weight"),
-        blocks_per_step: int = option(RecoverOptions, "blocks_per_step", "--blocks-per-step"),
+        max_gate_runs: int = option(RecoverOptions, "max_gate_runs", "--max-gate-runs"),
+        sensitivity_tokens: int = option(RecoverOptions, "sensitivity_tokens", "--sensitivity-tokens"),
+        types: str = option(RecoverOptions, "types", "--types"),
         tasks: str = option(ValidateOptions, "tasks", "--tasks"),
         # Selecting is an action the verb takes only when asked; a pipeline always selects.
         select: str = option(ValidateStageOptions, "select", "--select", default=None),
@@ -56,7 +59,12 @@ def register(app: typer.Typer) -> None:
         run = RunDir(resolve_run_dir(run_dir, name))
         task_list = [] if tasks.strip().lower() == "none" else [t.strip() for t in tasks.split(",") if t.strip()]
         options = ValidateOptions(long_window=long_window, long_windows=long_windows, tasks=task_list)
-        settings = RecoverOptions(max_bits_per_weight=max_bits_per_weight, blocks_per_step=blocks_per_step) if recover else None
+        settings = None
+        if recover:
+            settings = RecoverOptions(
+                target=target, max_bits_per_weight=max_bits_per_weight, max_gate_runs=max_gate_runs,
+                sensitivity_tokens=sensitivity_tokens, types=[t.strip() for t in types.split(",")] if types else None,
+            )
         if url is not None:
             if not variant or len(variant) != 1:
                 raise InputError(
@@ -78,7 +86,7 @@ def register(app: typer.Typer) -> None:
             return
         outcome = run_validate(run, variant, thresholds, options, stderr_console(), settings, select, force)
         for record in outcome.recoveries:
-            typer.echo(f"recover {record['variant']}: {record['outcome']}")
+            typer.echo(f"allocate {record['variant']}: {record['outcome']}")
         for r in outcome.results:
             verdict = "PASS" if r["passed"] else "FAIL " + ", ".join(r["failed_checks"])
             typer.echo(f"{r['variant']}: {verdict}  ({summary_line(r)})")

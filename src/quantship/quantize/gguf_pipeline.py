@@ -38,9 +38,9 @@ from quantship.quantize.gguf_names import (
 )
 from quantship.quantize.gguf_tokcheck import check_tokenizer
 from quantship.quantize.gguf_tools import IMATRIX_STEP, QUANTIZE_STEP, run_tool
-from quantship.quantize.gguf_types import FLOAT_TYPES, SCHEMES, GGUFScheme, scheme_for
+from quantship.quantize.gguf_types import FLOAT_TYPES, PURE_FTYPES, SCHEMES, GGUFScheme, scheme_for
 from quantship.quantize.spec import VariantSpec
-from quantship.rundir import sha256_json
+from quantship.rundir import sha256_file, sha256_json
 
 LOG_DIR = "logs"
 _WORK_DIR = ".work"  # intermediates inside the staging folder, removed before returning
@@ -102,24 +102,11 @@ def produce_gguf(
     try:
         outtype = "f16" if scheme.name == "F16" else "bf16"
         gguf_py = _vendored_gguf_version(toolchain)
-
-        def convert(out: Path) -> None:
-            run_tool(
-                f"{spec.name}: convert to GGUF {outtype.upper()}",
-                [sys.executable, str(toolchain.converter), str(checkpoint), "--outfile", str(out), "--outtype", outtype],
-                logs / "convert.log",
-                ctx.console,
-                env=toolchain.converter_env(),
-            )
-
         if scheme.quantized:
-            key = cache_key(ctx.run_dir, checkpoint, outtype=outtype, gguf_py=gguf_py, build=toolchain.llama_cpp_build)
-            float_file, reused = cached_file(ctx.run_dir, f"model-{key}-{outtype}.gguf", convert)
-            if reused:
-                ctx.console.print(f"{spec.name}: reusing this run's GGUF {outtype.upper()} conversion ({float_file.name})")
+            float_file = float_gguf(spec.name, ctx, checkpoint, toolchain, logs, outtype)
         else:
             float_file = target
-            convert(target)
+            _convert(spec.name, toolchain, checkpoint, target, outtype, logs, ctx)
         source = read_summary(float_file)
         tokenizer_check = check_tokenizer(float_file, checkpoint, source.vocab)
         details: dict[str, Any] = {
@@ -163,6 +150,65 @@ def produce_gguf(
         shutil.rmtree(work, ignore_errors=True)
 
 
+def _convert(label: str, toolchain: llamacpp.Toolchain, checkpoint: Path, out: Path, outtype: str, logs: Path,
+             ctx: QuantizeContext) -> None:
+    run_tool(
+        f"{label}: convert to GGUF {outtype.upper()}",
+        [sys.executable, str(toolchain.converter), str(checkpoint), "--outfile", str(out), "--outtype", outtype],
+        logs / "convert.log",
+        ctx.console,
+        env=toolchain.converter_env(),
+    )
+
+
+def float_gguf(label: str, ctx: QuantizeContext, checkpoint: Path, toolchain: llamacpp.Toolchain, logs: Path,
+               outtype: str = "bf16") -> Path:
+    """The run's cached float conversion of `checkpoint`, converted on first use."""
+    key = cache_key(ctx.run_dir, checkpoint, outtype=outtype, gguf_py=_vendored_gguf_version(toolchain),
+                    build=toolchain.llama_cpp_build)
+    float_file, reused = cached_file(
+        ctx.run_dir, f"model-{key}-{outtype}.gguf", lambda out: _convert(label, toolchain, checkpoint, out, outtype, logs, ctx)
+    )
+    if reused:
+        ctx.console.print(f"{label}: reusing this run's GGUF {outtype.upper()} conversion ({float_file.name})")
+    return float_file
+
+
+def pure_sources(label: str, ctx: QuantizeContext, checkpoint: Path, imatrix: bool, logs: Path) -> tuple[Path, Path | None]:
+    """The run's float conversion and (when asked) importance matrix, made once for every pure_candidate."""
+    toolchain = llamacpp.load()
+    logs.mkdir(parents=True, exist_ok=True)
+    float_file = float_gguf(label, ctx, checkpoint, toolchain, logs)
+    if not imatrix:
+        return float_file, None
+    matrix = logs / IMATRIX_FILE
+    _imatrix(label, ctx, toolchain, float_file, matrix, logs, str(os.cpu_count() or 1))
+    return float_file, matrix
+
+
+def pure_candidate(label: str, ctx: QuantizeContext, float_file: Path, imatrix: Path | None, ggml_type: str, logs: Path) -> Path:
+    """The whole model at one ggml type (`llama-quantize --pure`), cached in the run.
+
+    What the per-tensor allocator dequantizes to measure that type's error on every
+    tensor; tensors whose rows do not fit the type come out as llama.cpp's fallback,
+    which the caller reads back and never proposes. Q8_0 reads no importance matrix.
+    """
+    toolchain = llamacpp.load()
+    threads = str(os.cpu_count() or 1)
+    argv = [str(toolchain.llama_quantize), "--pure"]
+    uses = imatrix is not None and ggml_type != "Q8_0"
+    if uses:
+        argv += ["--imatrix", str(imatrix)]
+
+    def quantize(out: Path) -> None:
+        run_tool(f"{label}: every tensor at {ggml_type}", [*argv, str(float_file), str(out), PURE_FTYPES.get(ggml_type, ggml_type),
+                                                          threads], logs / f"candidate-{ggml_type}.log", ctx.console)
+
+    identity = {"model": float_file.name, "imatrix": sha256_file(imatrix)[:16] if uses else None, "type": ggml_type,
+                "build": toolchain.llama_cpp_build}
+    return cached_file(ctx.run_dir, f"candidate-{sha256_json(identity)[:24]}.gguf", quantize)[0]
+
+
 def _quantize(
     spec: VariantSpec,
     ctx: QuantizeContext,
@@ -179,7 +225,7 @@ def _quantize(
     threads = str(os.cpu_count() or 1)
     argv = [str(toolchain.llama_quantize)]
     if spec.imatrix and scheme.uses_imatrix:
-        details["imatrix"] = _imatrix(spec, ctx, toolchain, float_file, target.parent / IMATRIX_FILE, logs, threads)
+        details["imatrix"] = _imatrix(spec.name, ctx, toolchain, float_file, target.parent / IMATRIX_FILE, logs, threads)
         argv += ["--imatrix", str(target.parent / IMATRIX_FILE)]
     if spec.overrides:
         mapping = hf_to_gguf_names(checkpoint_weight_names(checkpoint), source.architecture, source.block_count or 0)
@@ -197,7 +243,7 @@ def _quantize(
 
 
 def _imatrix(
-    spec: VariantSpec,
+    label: str,
     ctx: QuantizeContext,
     toolchain: llamacpp.Toolchain,
     float_file: Path,
@@ -221,7 +267,7 @@ def _imatrix(
 
     def compute(out: Path) -> None:
         run_tool(
-            f"{spec.name}: importance matrix over {samples} calibration windows",
+            f"{label}: importance matrix over {samples} calibration windows",
             [str(toolchain.llama_imatrix), "-m", str(float_file), "-f", str(calibration.text_path), "-o", str(out),
              "-c", str(seq_len), "--chunks", str(samples), "-t", threads],
             log,
@@ -234,7 +280,7 @@ def _imatrix(
     cached, reused = cached_file(ctx.run_dir, name, compute)
     shutil.copyfile(cached, out_file)
     if reused:
-        ctx.console.print(f"{spec.name}: reusing this run's importance matrix ({cached.name})")
+        ctx.console.print(f"{label}: reusing this run's importance matrix ({cached.name})")
         log.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(cached.parent / f"{name}.log", log)
     output = log.read_text(encoding="utf-8", errors="replace")

@@ -46,6 +46,9 @@ SCHEMES: dict[str, GGUFScheme] = {
 
 # LayerOverride.precision -> ggml type for llama-quantize's --tensor-type.
 OVERRIDE_TYPES = {"bf16": "BF16", "8bit": "Q8_0"}
+# ggml type -> the llama-quantize file type whose `--pure` output puts that type on every
+# tensor whose rows fit it (the allocator's per-type candidates); others share the name.
+PURE_FTYPES = {"Q3_K": "Q3_K_S", "Q4_K": "Q4_K_S", "Q5_K": "Q5_K_S"}
 FLOAT_TYPES = frozenset({"F32", "F16", "BF16"})
 
 

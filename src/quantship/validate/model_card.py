@@ -1,7 +1,7 @@
 """A model card (README.md) in the shipped variant's folder: what it is, how it was made and measured, how to serve it.
 
 Written when a variant is selected to ship, from the run directory's own records
-(variant manifest, calibration stats, validation verdict, recovery record), so the
+(variant manifest, calibration stats, validation verdict, allocation record), so the
 folder can be copied anywhere and still say where it came from. It sits beside the
 manifest, not in it: the manifest's file hashes keep describing the weights.
 """
@@ -9,10 +9,12 @@ manifest, not in it: the manifest's file hashes keep describing the weights.
 from __future__ import annotations
 
 import json
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
 from quantship import layout
+from quantship.layout import ALLOCATION_SUFFIX
 from quantship.rundir import RunDir, atomic_write_text, read_json
 from quantship.validate.verdicts import VALIDATION_DIR, verdict_path
 
@@ -42,18 +44,18 @@ def _checks_table(verdict: dict[str, Any]) -> list[str]:
     return rows
 
 
-def _recovery_lines(run: RunDir, variant: str) -> list[str]:
-    for path in sorted((run.root / VALIDATION_DIR).glob("*.recovery.json")):
+def _allocation_lines(run: RunDir, variant: str) -> list[str]:
+    for path in sorted((run.root / VALIDATION_DIR).glob(f"*{ALLOCATION_SUFFIX}")):
         record = _optional_json(path) or {}
         if record.get("recovered") == variant:
-            steps = record.get("steps", [])
-            kept = steps[-1]["kept_blocks"] if steps else []
+            chosen = next(r for r in record["runs"] if r["variant"] == variant)
+            histogram = Counter(chosen["types"].values())
             return [
                 "## Mixed precision",
                 "",
-                f"Recovered from the failing variant `{record['variant']}` by keeping the most sensitive "
-                f"blocks at {record.get('precision')}: {', '.join(f'`{b}`' for b in kept)} "
-                f"({len(steps)} step(s); `validation/{path.name}` records each).",
+                f"A type for every tensor, chosen from measured per-tensor sensitivity for the failing variant "
+                f"`{record['variant']}`: {', '.join(f'{n}x {t}' for t, n in sorted(histogram.items()))} "
+                f"({record['gate_runs']} gate run(s); `validation/{path.name}` records each and every tensor's type).",
                 "",
             ]
     return []
@@ -87,7 +89,7 @@ def model_card(run: RunDir, variant: str, serve_command: str) -> str:
         json.dumps(manifest.get("params", {}), indent=2, sort_keys=True, default=str),
         "```",
         "",
-        *_recovery_lines(run, variant),
+        *_allocation_lines(run, variant),
         "## Calibration data",
         "",
         (

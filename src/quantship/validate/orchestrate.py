@@ -1,4 +1,4 @@
-"""The validate stage as one call: measure variants, recover failing ones, report, select.
+"""The validate stage as one call: measure variants, allocate failing ones per tensor, report, select.
 
 `quantship validate` and `quantship run` both go through `run_validate`, so the gate a
 pipeline applies is exactly the one the CLI verb applies.
@@ -13,12 +13,11 @@ from typing import Any
 from rich.console import Console
 
 from quantship.errors import InputError
-from quantship.options import POLICIES, Thresholds
+from quantship.options import POLICIES, RecoverOptions, Thresholds
 from quantship.quantize.variants import completed_variants
 from quantship.rundir import RunDir, read_json
 from quantship.validate.baseline_data import load_baseline
 from quantship.validate.model_card import write_model_card
-from quantship.validate.recover import RecoverOptions, recover_variant
 from quantship.validate.report import write_report
 from quantship.validate.select import select_variant
 from quantship.validate.variant import ValidateOptions, validate_variant
@@ -34,20 +33,17 @@ class ValidateOutcome:
 
     @property
     def failed(self) -> list[dict[str, Any]]:
-        """Failing verdicts that count: a variant recovered later, and its steps, no longer do."""
+        """Failing verdicts that count: a variant an allocation recovered, and its failed builds, no longer do."""
         recovered = {r["variant"] for r in self.recoveries if r["recovered"]}
-        return [
-            r for r in self.results
-            if not r["passed"] and r["variant"] not in recovered
-            and not any(r["variant"].startswith(f"{source}-mp") for source in recovered)
-        ]
+        steps = {run["variant"] for r in self.recoveries if r["recovered"] for run in r["runs"]}
+        return [r for r in self.results if not r["passed"] and r["variant"] not in recovered | steps]
 
 
 def run_validate(
     run: RunDir, variants: list[str] | None, thresholds: Thresholds, options: ValidateOptions, console: Console,
     recover: RecoverOptions | None = None, select: str | None = None, force: bool = False,
 ) -> ValidateOutcome:
-    """Validate `variants` (default: all), recover the failing ones if asked; write report.html, the selection and its model card."""
+    """Validate `variants` (default: all), allocate the failing ones if asked; write report.html, the selection and its model card."""
     if select is not None and select not in POLICIES:
         raise InputError(f"unknown selection policy {select!r}", f"use one of: {', '.join(POLICIES)}")
     baseline = load_baseline(run)
@@ -56,11 +52,12 @@ def run_validate(
         raise InputError(f"no variants in {run.root / 'variants'}", f"run `quantship quantize --run-dir {run.root}` first")
     outcome = ValidateOutcome([validate_variant(run, v, baseline, thresholds, options, console, force=force) for v in names])
     if recover is not None:
+        from quantship.validate.mixed_precision import allocate_variant
+
         for failing in [r for r in outcome.results if not r["passed"]]:
-            record = recover_variant(run, failing["variant"], baseline, thresholds, options, recover, console)
+            record = allocate_variant(run, failing["variant"], baseline, thresholds, options, recover, console)
             outcome.recoveries.append(record)
-            if record["recovered"]:
-                outcome.results.append(read_json(verdict_path(run, record["recovered"])))
+            outcome.results.extend(read_json(verdict_path(run, step["variant"])) for step in record["runs"])
     outcome.report = write_report(run)
     if select is not None:
         outcome.selection = select_variant(run, outcome.results, select)

@@ -8,13 +8,13 @@ from pathlib import Path
 from typing import Any
 
 from quantship import layout
-from quantship.layout import SELECTED
+from quantship.layout import ALLOCATION_SUFFIX, SELECTED
 from quantship.rundir import RunDir, atomic_write_text, read_json
-from quantship.validate.charts import kl_histogram_chart, sensitivity_chart, size_quality_chart
+from quantship.validate.charts import allocation_map_chart, kl_histogram_chart, size_kl_chart, size_quality_chart
 from quantship.validate.verdicts import VALIDATION_DIR, selection_path
 
 REPORT = "report.html"
-NOT_VERDICTS = {SELECTED, "baseline-long.json"}  # *.recovery.json lack "checks" and are skipped too
+NOT_VERDICTS = {SELECTED, "baseline-long.json"}  # allocation records lack "checks" and are skipped too
 _CSS = """body{font-family:sans-serif;margin:2em;max-width:1100px}table{border-collapse:collapse;margin:1em 0}
 td,th{border:1px solid #ccc;padding:4px 8px;font-size:13px;vertical-align:top}.pass{background:#d9f2d9}.fail{background:#f7d4d4}
 .caveat{background:#fff3cd;padding:.8em;border:1px solid #e0c060}pre{white-space:pre-wrap;margin:0;font-size:12px}"""
@@ -31,43 +31,46 @@ def load_results(run_dir: RunDir) -> list[dict[str, Any]]:
     return results
 
 
-def load_recoveries(run_dir: RunDir) -> list[dict[str, Any]]:
+def load_allocations(run_dir: RunDir) -> list[dict[str, Any]]:
     folder = run_dir.root / VALIDATION_DIR
-    return [read_json(p) for p in sorted(folder.glob("*.recovery.json"))] if folder.is_dir() else []
+    return [read_json(p) for p in sorted(folder.glob(f"*{ALLOCATION_SUFFIX}"))] if folder.is_dir() else []
 
 
-def _recovery_table(record: dict[str, Any]) -> str:
-    """One row per --recover step: the blocks it kept, its measured size, its verdict."""
+def _allocation_section(record: dict[str, Any]) -> str:
+    """One allocation: its gate runs as a table, the chosen build's per-tensor map."""
     rows = "".join(
-        f'<tr><td>{_esc(s["variant"])}</td><td>{len(s["kept_blocks"])}: {_esc(", ".join(_short(b) for b in s["kept_blocks"]))}</td>'
-        f'<td>{_fmt(s.get("bits_per_weight"))}</td><td>{_pct(s.get("perplexity_delta"))}</td>'
-        f'<td class="{"pass" if s.get("passed") else "fail"}">{_step_verdict(s)}</td></tr>'
-        for s in record["steps"]
+        f'<tr><td>{_esc(r["variant"])}</td><td>{_fmt(r.get("target_kl"))}</td><td>{_fmt(r["predicted_kl"])}</td>'
+        f'<td>{_fmt(r["predicted_bits_per_weight"])}</td><td>{_fmt(r.get("bits_per_weight"))}</td><td>{_fmt(r.get("kl_mean"))}</td>'
+        f'<td>{_pct(r.get("perplexity_delta"))}</td><td>{_fmt(r.get("top1_agreement"))}</td><td>{_fmt(r.get("gate_ratio"))}</td>'
+        f'<td class="{"pass" if r["passed"] else "fail"}">{_run_verdict(r)}</td></tr>'
+        for r in record["runs"]
     )
-    source = f'{_esc(record.get("format", ""))} {_esc(record.get("scheme", ""))}, {_fmt(record.get("bits_per_weight"))} bits/weight'
-    return (
-        f'<p><b>--recover {_esc(record["variant"])}</b> ({source}; budget {_fmt(record["budget_bits_per_weight"])} bits/weight, '
-        f'blocks kept at {_esc(record.get("kept_type") or record.get("precision") or "—")}): {_esc(record["outcome"])}</p>'
-        f'<table class="recovery"><tr><th>step variant</th><th>blocks kept</th><th>bits/weight</th><th>perplexity change</th>'
-        f"<th>verdict</th></tr>{rows}</table>"
+    cap = record.get("max_bits_per_weight")
+    head = (
+        f'<p><b>allocation for {_esc(record["variant"])}</b> ({_esc(record.get("format", ""))}; target {_esc(record["mode"])}'
+        f'{"" if cap is None else f", at most {_fmt(cap)} bits/weight"}; sensitivity on {_fmt(record["sensitivity"]["tokens"])} '
+        f'calibration tokens): {_esc(record["outcome"])}</p>'
     )
+    if record.get("gap"):
+        head += f'<p class="caveat">{_esc(record["gap"]["text"])}</p>'
+    table = (
+        '<table class="allocation"><tr><th>build</th><th>target KL</th><th>predicted KL</th><th>predicted bits/weight</th>'
+        '<th>bits/weight</th><th>gate KL mean</th><th>perplexity change</th><th>top-1</th><th>gate/limit</th><th>verdict</th></tr>'
+        f"{rows}</table>"
+    )
+    chosen = next((r for r in record["runs"] if r["variant"] == record.get("recovered")), record["runs"][-1] if record["runs"] else None)
+    chart = "" if chosen is None else _img(
+        allocation_map_chart(chosen["types"], f"{chosen['variant']}: type of every tensor"), f"tensor map of {chosen['variant']}"
+    )
+    return head + table + chart
 
 
-def _short(block: str) -> str:
-    return block.removeprefix("model.layers.")
+def _run_verdict(run: dict[str, Any]) -> str:
+    return "PASS" if run["passed"] else "FAIL " + _esc(", ".join(run["failed_checks"]))
 
 
 def _pct(value: Any) -> str:
     return "—" if value is None else f"{100 * value:+.1f}%"
-
-
-def _step_verdict(step: dict[str, Any]) -> str:
-    if step.get("passed"):
-        return "PASS"
-    if step.get("over_budget"):
-        return "over budget"
-    failed = _esc(", ".join(step.get("failed_checks") or [step.get("error") or ""]))
-    return f"FAIL {failed} (window screen)" if step.get("screened") else f"FAIL {failed}"
 
 
 def _esc(value: Any) -> str:
@@ -143,24 +146,16 @@ def write_report(run_dir: RunDir) -> Path:
     if selected_path.exists():
         sel = read_json(selected_path)
         selected = f"<p id=\"selected\"><b>Selected ({_esc(sel['policy'])}):</b> {_esc(sel['selected'])} — {_esc(sel['reason'])}</p>"
-    sensitivity = ""
-    for record in load_recoveries(run_dir):
-        if "sensitivity" in record:  # absent when the variant was already over the budget
-            layers = record["sensitivity"]["layers"]
-            sensitivity += _img(
-                sensitivity_chart(
-                    layers, f"{record['variant']} ({record.get('format', '')} {record.get('scheme', '')}): per-block sensitivity"
-                ),
-                f"sensitivity of {record['variant']}",
-            )
-        sensitivity += _recovery_table(record)
+    allocations = "".join(_allocation_section(record) for record in load_allocations(run_dir))
+    max_kl = results[0]["thresholds"].get("max_kl_mean", 0.05) if results else 0.05
     page = f"""<!doctype html><html><head><meta charset="utf-8"><title>quantship validation: {_esc(run_dir.root.name)}</title>
 <style>{_CSS}</style></head><body><h1>quantship validation — {_esc(run_dir.root.name)}</h1>
 {_caveat(run_dir)}{selected}
 <h2>Gate</h2><p>A check that could not be measured counts as failed.</p>{_check_table(results)}
 <h2>Size vs quality</h2>{_img(size_quality_chart(results, max_delta), "bits per weight vs perplexity change")}
+<h2>Size vs KL</h2>{_img(size_kl_chart(results, max_kl), "bits per weight vs KL mean")}
 <h2>KL divergence</h2>{_img(kl_histogram_chart(results), "per-position KL histogram")}
-<h2>Per-layer sensitivity</h2>{sensitivity or "<p>No sensitivity analysis in this run (run <code>quantship validate --recover</code>).</p>"}
+<h2>Per-tensor mixed precision</h2>{allocations or "<p>No allocation in this run (run <code>quantship validate --recover</code>).</p>"}
 <h2>Greedy divergence examples</h2>{_divergence_table(results)}
 </body></html>
 """
