@@ -52,7 +52,7 @@ def test_matches_brute_force_on_random_instances(seed):
         f"t{i}": [Choice(f"c{j}", rng.choice([32, 64, 96, 128, 160]) * (j + 1), rng.uniform(0, 1) / (j + 1)) for j in range(3)]
         for i in range(6)
     }
-    frontier = Frontier(choices, resolution=8192)
+    frontier = Frontier(choices)
     for budget in (sum(min(c.bits for c in v) for v in choices.values()) + extra for extra in (0, 100, 300, 700)):
         got = frontier.within(budget)
         want = _brute(choices, budget=budget)
@@ -68,7 +68,7 @@ def test_matches_brute_force_on_random_instances(seed):
 def test_a_coarse_grid_never_breaks_a_budget():
     """Sizes round up to the grid: what the solver says fits, fits."""
     choices = {f"t{i}": [Choice("a", 100 + i, 1.0), Choice("b", 137 + 3 * i, 0.1)] for i in range(40)}
-    frontier = Frontier(choices, resolution=16)
+    frontier = Frontier(choices, max_steps=16)
     for budget in range(4100, 5800, 97):
         chosen = frontier.within(budget)
         assert chosen is None or chosen.bits <= budget

@@ -2,8 +2,9 @@
 
 Solved exactly by dynamic programming over a discretized size axis. Each choice's size
 is rounded *up* to the grid, so an assignment the solver says fits a budget does fit
-it; the grid (`resolution` steps between the smallest and the largest model) only
-costs optimality below one step, about 1/resolution of the size range.
+it. The grid step is a quarter of the smallest size difference between two choices of
+one tensor (so rounding never makes a small upgrade look several times dearer), coarser
+only when the axis from the smallest model to `max_bits` would exceed `max_steps`.
 """
 
 from __future__ import annotations
@@ -31,17 +32,19 @@ class Assignment:
 class Frontier:
     """Least predicted error at every size, for one set of per-tensor choices."""
 
-    def __init__(self, choices: dict[str, list[Choice]], resolution: int = 4096) -> None:
+    def __init__(self, choices: dict[str, list[Choice]], max_bits: float | None = None, max_steps: int = 200_000) -> None:
         if not choices or any(not options for options in choices.values()):
             raise ValueError("every tensor needs at least one choice")
         self.names = list(choices)
         self.choices = [sorted(choices[n], key=lambda c: c.bits) for n in self.names]
         low = sum(c[0].bits for c in self.choices)
         high = sum(max(x.bits for x in c) for c in self.choices)
+        limit = high if max_bits is None else max(low, min(high, max_bits))
         self.low = low
-        self.step = max(high - low, 1.0) / resolution
+        increments = [b.bits - a.bits for c in self.choices for a, b in zip(c, c[1:], strict=False) if b.bits > a.bits]
+        self.step = max(min(increments, default=1.0) / 4, (limit - low) / max_steps, 1e-9)
         extra = [[math.ceil((x.bits - c[0].bits) / self.step - 1e-9) for x in c] for c in self.choices]
-        size = sum(max(e) for e in extra) + 1
+        size = int(math.floor((limit - low) / self.step + 1e-9)) + 1
         best = np.zeros(size)
         best[1:] = np.inf
         self.picks = np.zeros((len(self.choices), size), dtype=np.int16)
@@ -49,6 +52,8 @@ class Frontier:
             new = np.full(size, np.inf)
             pick = np.zeros(size, dtype=np.int16)
             for index, (choice, shift) in enumerate(zip(options, steps, strict=True)):
+                if shift >= size:
+                    continue  # does not fit under max_bits together with the rest at their smallest
                 shifted = np.full(size, np.inf)
                 shifted[shift:] = best[: size - shift] + choice.error
                 better = shifted < new

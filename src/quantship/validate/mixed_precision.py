@@ -80,7 +80,7 @@ def calibration_tokens(run_dir: RunDir, tokens: int):
     return windows[: max(1, min(windows.shape[0], tokens // length))]
 
 
-def knapsack_items(candidates: CandidateSet, sensitivity: dict[str, Any]) -> Frontier:
+def knapsack_items(candidates: CandidateSet, sensitivity: dict[str, Any], max_bits: float | None = None) -> Frontier:
     """One knapsack item per tensor or fused group: a type every member can take, sizes and predicted KLs summed."""
     items = {}
     for item, members in candidates.items().items():
@@ -90,7 +90,7 @@ def knapsack_items(candidates: CandidateSet, sensitivity: dict[str, Any]) -> Fro
                    sum(sensitivity["tensors"][m]["predicted_kl"][t] for m in members))
             for t in sorted(shared)
         ]
-    return Frontier(items)
+    return Frontier(items, max_bits=max_bits)
 
 
 def allocate_variant(
@@ -110,10 +110,10 @@ def allocate_variant(
     with progress_bar(f"{variant}: per-tensor sensitivity", len(candidates.tensors), "tensors", console) as advance:
         sensitivity = measure_sensitivity(checkpoint, candidates, ids, sensitivity_file, key,
                                           lambda text: console.print(f"{variant}: {text}"), advance)
-    frontier = knapsack_items(candidates, sensitivity)
     mode = settings.mode
     cap = settings.max_bits_per_weight
     cap_bits = None if cap is None else cap * candidates.total_elements - candidates.fixed_bits
+    frontier = knapsack_items(candidates, sensitivity, cap_bits)
     record: dict[str, Any] = {
         "variant": variant, "name": name or variant, "format": manifest.get("format"), "backend": candidates.backend, "mode": mode,
         "max_bits_per_weight": cap, "max_gate_runs": settings.max_gate_runs, "candidate_types": candidates.types(),
