@@ -2,7 +2,7 @@
 
 Every GGUF variant of a checkpoint starts from the same BF16 conversion, and every
 imatrix variant from the same importance matrix over the same calibration windows;
-`validate --recover` requantizes a variant several times. Each is computed once per
+`validate --recover` builds several per-tensor mixes and one candidate file per type. Each is computed once per
 run into `<run>/cache/gguf/`, named by the hash of everything that determines it
 (checkpoint files, converter, llama.cpp build, calibration), and published by rename,
 so a killed conversion never leaves a file that looks finished. The folder can be
