@@ -1,8 +1,9 @@
 """The README's llm-compressor variants on the demo model, reloaded and scored.
 
 Small calibration (16 x 256 tokens) keeps the file within minutes on 2 cores. The demo
-model's weights come from a Q4_1 file (already on a 4-bit grid), so these variants prove
-the pipeline works, not how much quality a method keeps.
+model is a 135M model reparametrized off the Q4_1 grid of the file it comes from, on a
+single prompt, so these variants prove the pipeline works, not how much quality a method
+keeps.
 """
 
 from __future__ import annotations

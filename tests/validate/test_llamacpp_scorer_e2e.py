@@ -1,8 +1,9 @@
 """The llama.cpp scorer against transformers on the demo model: same tokens in, same distributions out.
 
-The demo checkpoint is the exact dequantization of the Q4_1 GGUF it ships in, so the
-GGUF scored through llama-cpp-python and the checkpoint scored through transformers
-must agree closely; a shifted position or a wrong token mapping would not.
+The demo checkpoint is the dequantization of the Q4_1 GGUF it ships in, exactly
+reparametrized off the grid (the same function up to bf16 rounding), so the GGUF scored
+through llama-cpp-python and the checkpoint scored through transformers must agree
+closely; a shifted position or a wrong token mapping would not.
 """
 
 from __future__ import annotations
