@@ -77,17 +77,6 @@ def token_id(tokenizer, word: str) -> int:
     return ident
 
 
-# Measured (log-probabilities of the next token): RTN W4A16 g64 " Germany" -1.14, " Berlin"
-# -1.52 (0.38 nats apart, far above run-to-run noise); GPTQ " Berlin" -0.19 vs -2.56; INT8
-# and FP8 " Berlin" -0.03 vs -4.5. Strict: if RTN ever ranks " Berlin" first this xfail
-# fails and must go; only the ranking assertion (an AssertionError) counts, not a crash.
-RTN_LOSES_IT = pytest.mark.xfail(
-    reason="RTN W4A16 g64 ranks ' Germany' above ' Berlin' on the demo model (measured)",
-    raises=AssertionError,
-    strict=True,
-)
-
-
 @pytest.mark.parametrize("spec", VARIANTS, ids=lambda s: s.name)
 def test_variant_reloads_through_transformers_and_keeps_berlin_near_the_top(demo_run, spec):
     run, _ = demo_run
@@ -99,11 +88,11 @@ def test_variant_reloads_through_transformers_and_keeps_berlin_near_the_top(demo
     assert berlin in top5, f"{spec.name}: top 5 {tokenizer.convert_ids_to_tokens(top5)}"
 
 
-@pytest.mark.parametrize(
-    "spec",
-    [pytest.param(s, marks=RTN_LOSES_IT) if s.method == "rtn" else s for s in VARIANTS],
-    ids=lambda s: s.name,
-)
+# On demo format 2 (weights on the file's Q4_1 grid) RTN W4A16 g64 ranked " Germany" above
+# " Berlin" and was a strict xfail; on format 3 (reparametrized off every grid) the CI run of
+# 2026-12-02 saw that xfail pass, so every variant is held to the ranking. RTN is
+# deterministic, so this is not a flip between runs.
+@pytest.mark.parametrize("spec", VARIANTS, ids=lambda s: s.name)
 def test_variant_ranks_berlin_above_the_wrong_answers(demo_run, spec):
     run, _ = demo_run
     logprobs, tokenizer = next_token_logprobs(run.stage_dir(f"variants/{spec.name}"), PROMPT)
