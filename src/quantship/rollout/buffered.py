@@ -19,7 +19,7 @@ import logging
 from collections import Counter
 from typing import Any
 
-from quantship.rollout.background import stop_if_cancelled
+from quantship.rollout.background import pause, stop_if_cancelled
 from quantship.rollout.quality import Observation
 from quantship.rollout.store import Store
 
@@ -58,7 +58,7 @@ class BufferedStore:
     async def run(self) -> None:
         """Flush every interval until cancelled."""
         while True:
-            await asyncio.sleep(self.flush_interval_s)
+            await pause(self.flush_interval_s)
             try:
                 await self.flush()
             except Exception:

@@ -37,7 +37,7 @@ from starlette.routing import Route
 from quantship.rollout import analysis, logprobs
 from quantship.rollout.asgi import JSON_TYPE, SSE_TYPE, Receive, Reply, Send, header, read_body
 from quantship.rollout.assign import CONTROL, TREATMENT, assign
-from quantship.rollout.background import stop_if_cancelled
+from quantship.rollout.background import pause, stop_if_cancelled
 from quantship.rollout.breaker import OPEN, CircuitBreaker
 from quantship.rollout.buffered import BufferedStore
 from quantship.rollout.config import RolloutConfig
@@ -140,7 +140,7 @@ class Gateway:
 
     async def _check_loop(self) -> None:
         while True:
-            await asyncio.sleep(self.config.check_interval_s)
+            await pause(self.config.check_interval_s)
             try:
                 await self.controller.tick()
             except Exception:  # a store hiccup must not stop the monitor for good
@@ -163,12 +163,13 @@ class Gateway:
             except Exception:
                 stop_if_cancelled()
                 log.exception("known-answer probes failed; retrying at the next interval")
-            await asyncio.sleep(self.config.probe_interval_s)
+            await pause(self.config.probe_interval_s)
 
     async def _webhook_loop(self) -> None:
         """The leader delivers the outbox when a change queues an event, and retries at each check interval."""
         ready = self.controller.outbox_ready
         while True:
+            stop_if_cancelled()
             with contextlib.suppress(TimeoutError):  # asyncio.timeout, not wait_for: 3.11's wait_for can swallow a cancel
                 async with asyncio.timeout(self.config.check_interval_s):
                     await ready.wait()

@@ -33,7 +33,7 @@ from typing import Any
 
 from quantship.rollout import logprobs
 from quantship.rollout.assign import TREATMENT
-from quantship.rollout.background import stop_if_cancelled
+from quantship.rollout.background import pause, stop_if_cancelled
 from quantship.rollout.buffered import BufferedStore
 from quantship.rollout.config import LiveKL
 from quantship.rollout.metrics import Metrics
@@ -127,11 +127,12 @@ class Judge:
                     self.state = DISABLED
                     log.warning("live KL disabled: the control cannot score answers (%s)", error)
                     return
-                await asyncio.sleep(self.retry_s)
+                await pause(self.retry_s)
             except Unreachable:  # not up yet: ask again, without a warning per try
                 stop_if_cancelled()
-                await asyncio.sleep(self.retry_s)
+                await pause(self.retry_s)
         while True:
+            stop_if_cancelled()
             sample = await self.queue.get()
             try:
                 nll, tokens = await self.score(sample)
