@@ -143,7 +143,7 @@ def main() -> None:
     thresholds, options = section.thresholds, section.measuring()
     if args.tasks is not None:
         options = options.model_copy(update={"tasks": [] if args.tasks == "none" else args.tasks.split(",")})
-    recover = section.recover or RecoverOptions()
+    recover = RecoverOptions()  # the project's defaults (every type, 512 tokens), not the demo's trimmed ones
 
     specs = [VariantSpec(name=name, method="gguf", scheme=scheme, imatrix=True) for name, scheme in GGUF_PEERS.items()]
     specs.append(VariantSpec(name=GPTQ_PEER, method="gptq", scheme="W4A16", group_size="auto"))
