@@ -55,3 +55,28 @@ def test_target_gate_on_an_rtn_variant_keeps_fused_layers_on_one_type_and_passes
             assert packed[1] == -(-columns * bits // 32) and scale[1] == groups, (name, type_, packed, scale)
     assert chosen["bits_per_weight"] == pytest.approx(chosen["predicted_bits_per_weight"], abs=1e-3)
     assert code == 0 and read_json(run.root / "validation" / "selected.json")["selected"] == record["recovered"]
+
+
+def test_a_target_out_of_reach_within_the_size_cap_builds_the_closest_fails_and_names_the_gap(
+        validate_run, monkeypatch, capsys, tmp_path):
+    run = validate_run
+    run_calibrate(read_json(run.root / "baseline" / "baseline.json")["checkpoint"]["path"], run,
+                  CalibrationOptions(samples=8, seq_len=32), stderr_console())
+    [made] = run_quantize(run, [VariantSpec(name="w4", method="rtn", scheme="W4A16", group_size=32)], stderr_console())
+    assert made.ok, made.error
+    thresholds = tmp_path / "gate.yaml"
+    thresholds.write_text(LOOSE)
+    common = ["--run-dir", str(run.root), "--variant", "w4", "--thresholds", str(thresholds), *SMALL, "--sensitivity-tokens", "64"]
+    assert run_cli(monkeypatch, capsys, *common)[0] == 0
+    kl = read_json(run.root / "validation" / "w4.json")["checks"]["kl_mean"]["value"]
+    cap = round(made.bits_per_weight + 0.3, 4)  # room for a few 8-bit layers, not for a KL a thousand times smaller
+
+    code, out, err = run_cli(monkeypatch, capsys, *common, "--max-kl-mean", f"{kl * 1e-3:.10f}", "--recover",
+                             "--target", "gate", "--max-bits-per-weight", str(cap))
+    record = read_json(run.root / "validation" / "w4.allocation.json")
+    assert record["gap"] is not None and record["recovered"] is None, record["outcome"]
+    [closest] = record["runs"]  # the closest assignment within the cap, built and gated once
+    assert not closest["passed"] and "kl_mean" in closest["failed_checks"]
+    assert closest["bits_per_weight"] <= cap and closest["predicted_kl"] == pytest.approx(record["gap"]["closest_predicted_kl"])
+    assert code == 1
+    assert f"no assignment within {cap} bits/weight predicts KL" in out + err

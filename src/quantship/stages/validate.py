@@ -26,7 +26,8 @@ def run(run_dir: RunDir, options: ValidateStageOptions, context: Context) -> Out
     verdicts = ", ".join(f"{r['variant']} {'pass' if r['passed'] else 'FAIL'}" for r in outcome.results)
     selected = (outcome.selection or {}).get("selected")
     if not selected:
-        failing = "; ".join(f"{r['variant']}: {', '.join(r['failed_checks'])}" for r in outcome.results)
+        failing = "; ".join([f"{r['variant']}: {', '.join(r['failed_checks'])}" for r in outcome.results]
+                            + [f"allocation from {r['variant']}: {r['outcome']}" for r in outcome.recoveries])
         raise GateFailed(f"gate failed, no variant passed ({failing})", f"nothing was served; see {outcome.report}")
     measured = any(r["validated_at"] >= started for r in outcome.results)
     return Outcome(

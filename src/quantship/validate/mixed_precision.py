@@ -146,6 +146,8 @@ def allocate_variant(
     elif record["runs"] and not record["outcome"]:
         last = record["runs"][-1]
         record["outcome"] = f"{last['variant']} ({last['bits_per_weight']:.3f} bits/weight) fails: {', '.join(last['failed_checks'])}"
+        if record["gap"]:
+            record["outcome"] += f" ({record['gap']['text']})"
     record["gate_runs"] = len(record["runs"])
     return _write(run_dir, record, started)
 
