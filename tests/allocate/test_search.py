@@ -12,17 +12,17 @@ from quantship.allocate.search import gate_ratio, search_target
 LIMIT = 0.05  # the gate's KL mean limit
 
 
-def _frontier() -> Frontier:
-    # 12 tensors, sensitivities spread over two orders of magnitude, four types each
+def _frontier(tensors: int = 12) -> Frontier:
+    # sensitivities spread over two orders of magnitude (same total whatever the count), four types each
     choices = {}
-    for i in range(12):
-        weight = 0.003 * (1.6 ** i) / 12
+    for i in range(tensors):
+        weight = 0.003 * (1.6 ** (i * 12 / tensors)) / tensors
         choices[f"t{i}"] = [Choice("q4", 450, weight), Choice("q5", 550, weight / 4), Choice("q6", 650, weight / 16),
                             Choice("q8", 850, weight / 250), Choice("bf16", 1600, 0.0)]
     return Frontier(choices)
 
 
-def _run(factor: float, max_runs: int = 3, cap_bits=None):
+def _run(factor: float, max_runs: int = 3, cap_bits=None, tensors: int = 12):
     record = {"runs": [], "gap": None}
 
     def trial(assignment, target):
@@ -33,7 +33,7 @@ def _run(factor: float, max_runs: int = 3, cap_bits=None):
         record["runs"].append(run)
         return run
 
-    search_target(_frontier(), cap_bits, LIMIT, max_runs, trial, record, lambda a: a.bits / 12, None)
+    search_target(_frontier(tensors), cap_bits, LIMIT, max_runs, trial, record, lambda a: a.bits / 12, None)
     return record
 
 
@@ -50,6 +50,14 @@ def test_a_pass_far_inside_the_limit_is_followed_by_a_smaller_build():
     first, second = record["runs"][:2]
     assert first["passed"] and first["gate_ratio"] < 0.8
     assert second["passed"] and second["bits"] < first["bits"] and second["gate_ratio"] >= first["gate_ratio"]
+
+
+def test_a_pass_short_of_the_aim_uses_a_remaining_run_for_a_smaller_build():
+    first_predicted = _frontier(60).cheapest(LIMIT / 2).error  # 60 tensors: a frontier fine enough to shrink by 5 %
+    record = _run(factor=0.85 * LIMIT / first_predicted, tensors=60)  # the first build passes at 85 % of the limit
+    first, second = record["runs"][:2]
+    assert first["passed"] and 0.8 < first["gate_ratio"] < 0.9
+    assert second["bits"] < first["bits"] and second["target"] > first["target"]
 
 
 def test_the_run_budget_is_never_exceeded():
