@@ -42,7 +42,8 @@ class CandidateSet:
     tensors: dict[str, TensorChoices]
     fixed_bits: float  # everything the allocation does not choose (norms, an unquantized head, ...)
     total_elements: int  # the bits/weight denominator, as the quantize stage measures it
-    weights: Callable[[str], dict[str, torch.Tensor]]  # type -> dequantized float32 weights of the tensors it fits
+    # (type, names or None for all) -> dequantized float32 weights of the tensors it fits
+    weights: Callable[[str, set[str] | None], dict[str, torch.Tensor]]
     identity: dict[str, Any] = field(default_factory=dict)  # what decides the candidates (the sensitivity key)
     # tensors that must share one type (vLLM fuses q/k/v and gate/up into one layer); default: none
     groups: dict[str, list[str]] = field(default_factory=dict)

@@ -76,10 +76,10 @@ def gguf_candidates(run: RunDir, checkpoint: Path, imatrix: bool, types: list[st
         tensors[name] = TensorChoices(name, numel, bits)
     inverse = {hf: g for g, hf in to_hf.items()}
 
-    def weights(type_: str) -> dict[str, torch.Tensor]:
+    def weights(type_: str, only: set[str] | None = None) -> dict[str, torch.Tensor]:
         if type_ == "BF16":
             raise ValueError("BF16 is the baseline's own weight; it needs no dequantizing")
-        names = {inverse[n] for n, c in tensors.items() if type_ in c.bits}
+        names = {inverse[n] for n, c in tensors.items() if type_ in c.bits and (only is None or n in only)}
         return gguf_weights(readers[type_], checkpoint, names)
 
     return CandidateSet(

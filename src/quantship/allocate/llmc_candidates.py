@@ -50,8 +50,8 @@ def llmc_candidates(checkpoint: Path, types: list[str] | None) -> CandidateSet:
         if fused is not None:
             groups.setdefault(fused, []).append(name)
 
-    def weights(type_: str) -> dict[str, torch.Tensor]:
-        names = [n for n, c in tensors.items() if type_ in c.bits]
+    def weights(type_: str, only: set[str] | None = None) -> dict[str, torch.Tensor]:
+        names = [n for n, c in tensors.items() if type_ in c.bits and (only is None or n in only)]
         out = {}
         for file in sorted(Path(checkpoint).glob("*.safetensors")):
             with safe_open(str(file), framework="pt") as handle:
