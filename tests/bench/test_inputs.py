@@ -101,7 +101,9 @@ def test_compare_means_tolerance_and_missing_server_data():
     assert not far.agree and far.relative_diff == pytest.approx(1.0)
     short = compare_means("ttft", [0.087, 0.087], HistogramTotals(sum=2 * 0.078, count=2))  # 10.7%, 9 ms
     assert short.agree and short.relative_diff == pytest.approx(-0.1034, abs=1e-3)
-    wrong_thing = compare_means("ttft", [0.050], HistogramTotals(sum=0.030, count=1))  # 20 ms: past the overhead
+    ci = compare_means("ttft", [0.0958], HistogramTotals(sum=0.0807, count=1))  # 15.8%, 15 ms: seen in CI on 2 cores
+    assert ci.agree
+    wrong_thing = compare_means("ttft", [0.060], HistogramTotals(sum=0.030, count=1))  # 30 ms: past the overhead
     assert not wrong_thing.agree
     nothing = compare_means("e2e", [0.1], HistogramTotals())
     assert (nothing.server_mean_ms, nothing.agree) == (None, False)
