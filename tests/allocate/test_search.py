@@ -33,7 +33,7 @@ def _run(factor: float, max_runs: int = 3, cap_bits=None, tensors: int = 12):
         record["runs"].append(run)
         return run
 
-    search_target(_frontier(tensors), cap_bits, LIMIT, max_runs, trial, record, lambda a: a.bits / 12, None)
+    search_target(_frontier(tensors), cap_bits, LIMIT, max_runs, trial, record, lambda a: a.bits / tensors, None)
     return record
 
 

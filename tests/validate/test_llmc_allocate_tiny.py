@@ -14,8 +14,8 @@ from tests.support.recover_options import LOOSE, SMALL
 from tests.support.validate_runs import run_cli
 
 
-def test_target_gate_on_an_rtn_variant_keeps_fused_layers_on_one_type_and_passes(validate_run, monkeypatch, capsys, tmp_path):
-    run = validate_run
+def _gated_rtn_w4(run, monkeypatch, capsys, tmp_path):
+    """Calibrate, quantize `w4` (RTN W4A16 g32) and gate it loosely: (the variant, the CLI args, its KL mean)."""
     run_calibrate(read_json(run.root / "baseline" / "baseline.json")["checkpoint"]["path"], run,
                   CalibrationOptions(samples=8, seq_len=32), stderr_console())
     [made] = run_quantize(run, [VariantSpec(name="w4", method="rtn", scheme="W4A16", group_size=32)], stderr_console())
@@ -24,7 +24,12 @@ def test_target_gate_on_an_rtn_variant_keeps_fused_layers_on_one_type_and_passes
     thresholds.write_text(LOOSE)
     common = ["--run-dir", str(run.root), "--variant", "w4", "--thresholds", str(thresholds), *SMALL, "--sensitivity-tokens", "64"]
     assert run_cli(monkeypatch, capsys, *common)[0] == 0
-    kl = read_json(run.root / "validation" / "w4.json")["checks"]["kl_mean"]["value"]
+    return made, common, read_json(run.root / "validation" / "w4.json")["checks"]["kl_mean"]["value"]
+
+
+def test_target_gate_on_an_rtn_variant_keeps_fused_layers_on_one_type_and_passes(validate_run, monkeypatch, capsys, tmp_path):
+    run = validate_run
+    made, common, kl = _gated_rtn_w4(run, monkeypatch, capsys, tmp_path)
     assert kl > 0
 
     code, out, err = run_cli(monkeypatch, capsys, *common, "--max-kl-mean", f"{kl * 0.5:.8f}", "--recover",
@@ -60,15 +65,7 @@ def test_target_gate_on_an_rtn_variant_keeps_fused_layers_on_one_type_and_passes
 def test_a_target_out_of_reach_within_the_size_cap_builds_the_closest_fails_and_names_the_gap(
         validate_run, monkeypatch, capsys, tmp_path):
     run = validate_run
-    run_calibrate(read_json(run.root / "baseline" / "baseline.json")["checkpoint"]["path"], run,
-                  CalibrationOptions(samples=8, seq_len=32), stderr_console())
-    [made] = run_quantize(run, [VariantSpec(name="w4", method="rtn", scheme="W4A16", group_size=32)], stderr_console())
-    assert made.ok, made.error
-    thresholds = tmp_path / "gate.yaml"
-    thresholds.write_text(LOOSE)
-    common = ["--run-dir", str(run.root), "--variant", "w4", "--thresholds", str(thresholds), *SMALL, "--sensitivity-tokens", "64"]
-    assert run_cli(monkeypatch, capsys, *common)[0] == 0
-    kl = read_json(run.root / "validation" / "w4.json")["checks"]["kl_mean"]["value"]
+    made, common, kl = _gated_rtn_w4(run, monkeypatch, capsys, tmp_path)
     cap = round(made.bits_per_weight + 0.3, 4)  # room for a few 8-bit layers, not for a KL a thousand times smaller
 
     code, out, err = run_cli(monkeypatch, capsys, *common, "--max-kl-mean", f"{kl * 1e-3:.10f}", "--recover",

@@ -16,12 +16,12 @@ from typing import Any
 from quantship.allocate.knapsack import Assignment, Frontier
 
 FIRST_TARGET_SHARE = 0.5  # first predicted-KL target, as a share of the gate's KL limit
-AIM = 0.9  # aim this far inside the limit the correction predicts
-# A pass whose binding check reached the aim is the answer. One that stopped short is followed by a
-# smaller build while gate runs remain: if that one fails, the pass is kept, so trying costs one run.
-# (At 0.8 the search stopped at a pass using 83 % of its top-1 limit on the demo model, 6.14 bits/weight,
-# with two of its three runs unused; benchmarks/results/quality.json.)
-CLOSE_ENOUGH = AIM
+# Aim this far inside the limit the correction predicts. A pass whose binding check reached the
+# aim is the answer; one that stopped short is followed by a smaller build while gate runs remain
+# (if that one fails, the pass is kept, so trying costs one run). A separate, lower stop (0.8)
+# ended the search at a pass using 83 % of its top-1 limit on the demo model, 6.14 bits/weight,
+# with two of its three runs unused (benchmarks/results/quality.json).
+AIM = 0.9
 # Checks that grow about linearly with KL; top-1 disagreement grows with its square root.
 _LINEAR_CHECKS = ("perplexity", "kl_mean", "kl_p99", "long_context")
 _DISCRETE_FAIL = 1.5  # a failing count-based check (greedy, probes, tasks): tighten by this much
@@ -77,6 +77,6 @@ def search_target(
         ratio = run["gate_ratio"]
         if run["passed"]:
             best_bits = min(best_bits, assignment.bits)
-            if ratio >= CLOSE_ENOUGH:
+            if ratio >= AIM:
                 break
         target = assignment.error / ratio * AIM if ratio > 0 else target * 2
