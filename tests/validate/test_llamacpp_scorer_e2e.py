@@ -41,3 +41,28 @@ def test_gguf_logits_and_greedy_match_transformers(demo_checkpoint):
     assert float(kl.mean()) < 0.05
     assert float((gg.argmax(-1) == hf.argmax(-1)).float().mean()) > 0.9
     assert "Paris" in gen.text and gen.topk_ids.shape == (len(gen.ids), 5) and gen.topk_ids[0, 0] == gen.ids[0]
+
+
+def test_a_shared_prefix_is_evaluated_once_and_scores_as_if_fresh(demo_checkpoint):
+    """Multiple-choice items score one context with each choice: only the choice is evaluated again."""
+    from quantship.validate.scorers import LlamaCppScorer
+
+    tokenizer = load_tokenizer(demo_checkpoint)
+    context = tokenizer("Question: what is the capital of France? Answer:")["input_ids"]
+    first = context + tokenizer(" Paris, on the Seine.", add_special_tokens=False)["input_ids"]
+    second = context + tokenizer(" Berlin, in Germany.", add_special_tokens=False)["input_ids"]
+    scorer = LlamaCppScorer(demo_gguf_or_skip(), tokenizer, n_ctx=256)
+    try:
+        fresh = torch.log_softmax(scorer.logits(torch.tensor([second]))[0].float(), -1)
+        scorer.generate("other", tokenizer("Once upon a time")["input_ids"], 3, 5)  # another prompt in between
+        scorer.logits(torch.tensor([first]))
+        evaluated = []
+        eval_ = scorer.llm.eval
+        scorer.llm.eval = lambda tokens: (evaluated.append(len(tokens)), eval_(tokens))[1]
+        reused = torch.log_softmax(scorer.logits(torch.tensor([second]))[0].float(), -1)
+    finally:
+        scorer.close()
+    assert evaluated == [len(second) - len(context)]
+    assert reused.shape == fresh.shape
+    assert torch.equal(reused.argmax(-1), fresh.argmax(-1))
+    assert float((reused - fresh).abs().max()) < 0.05

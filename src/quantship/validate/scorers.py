@@ -11,6 +11,7 @@ import json
 from pathlib import Path
 from typing import Protocol
 
+import numpy as np
 import torch
 
 from quantship.errors import InputError
@@ -123,8 +124,18 @@ class LlamaCppScorer:
         self.max_context = int(self.llm.metadata.get("llama.context_length", 0)) or None
 
     def _eval(self, ids: list[int]) -> torch.Tensor:
-        self.llm.reset()
-        self.llm.eval(ids)
+        """Logits of every position; the prefix shared with the last evaluation is not computed again.
+
+        A multiple-choice item scores one context with each choice: the context's KV cache and
+        logits rows stay (llama.cpp's `eval` drops the cache past `n_tokens`, as its own
+        `generate` does for a repeated prompt), so only the choice is evaluated.
+        """
+        done = self.llm.input_ids[: self.llm.n_tokens]
+        limit = min(len(done), len(ids) - 1)  # at least one token is evaluated
+        differ = np.flatnonzero(done[:limit] != np.asarray(ids[:limit]))
+        keep = int(differ[0]) if differ.size else limit
+        self.llm.n_tokens = keep
+        self.llm.eval(ids[keep:])
         return torch.from_numpy(self.llm.scores[: len(ids)].copy())
 
     def logits(self, input_ids: torch.Tensor) -> torch.Tensor:
