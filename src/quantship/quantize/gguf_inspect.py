@@ -6,6 +6,7 @@ choose other types per tensor (K-quant mixtures, fallbacks for odd row lengths).
 
 from __future__ import annotations
 
+import functools
 import re
 from collections import Counter
 from dataclasses import dataclass
@@ -16,7 +17,7 @@ from gguf import GGUFReader
 from quantship.errors import InputError
 
 
-@dataclass
+@dataclass(frozen=True)
 class GGUFSummary:
     architecture: str
     block_count: int | None
@@ -44,7 +45,20 @@ class GGUFSummary:
 
 
 def read_summary(path: Path) -> GGUFSummary:
-    """Parse `path` with the `gguf` package; a file it cannot read is an error."""
+    """Parse `path` with the `gguf` package; a file it cannot read is an error.
+
+    Parsing costs seconds (the reader builds an array view per vocabulary entry), and a run
+    reads its float conversion once per build: the same file (path, size, mtime) is parsed once.
+    """
+    try:
+        stat = Path(path).stat()
+    except OSError as error:
+        raise InputError(f"{path} is not a readable GGUF file ({error})", "delete it and quantize again") from None
+    return _parsed_summary(str(path), stat.st_size, stat.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=8)
+def _parsed_summary(path: str, size: int, mtime_ns: int) -> GGUFSummary:
     try:
         reader = GGUFReader(path)
     except (ValueError, OSError) as error:
