@@ -11,8 +11,10 @@ written in one transaction: a crash keeps all three or none.
 from __future__ import annotations
 
 import json
+import math
 import sqlite3
 import time
+from operator import itemgetter
 from pathlib import Path
 from typing import Any
 
@@ -59,6 +61,9 @@ class SqliteStore(Store):
         self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=10)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: durable against process kill
+        # The window already read (window()): (ts, observation) with ts >= _seen_since, ids up to _seen_id.
+        self._seen: list[tuple[float, Observation]] = []
+        self._seen_id, self._seen_since = 0, math.inf
         self._db.executescript(
             """
             CREATE TABLE IF NOT EXISTS state (experiment TEXT PRIMARY KEY, version INTEGER, body TEXT);
@@ -121,13 +126,33 @@ class SqliteStore(Store):
         return dict(rows.fetchall())
 
     async def window(self, since_ts: float) -> list[Observation]:
+        """Oldest first. Only rows written since the last call are read and decoded.
+
+        Each check used to decode the whole window: at 1,000 requests/s, 120,000 rows and
+        about 0.9 s of CPU every 10 s. Row ids grow in commit order (SQLite serialises
+        writers, every replica's included) and prune never deletes the newest row, so an
+        id cursor misses nothing; an earlier `since_ts` than last time reads everything again.
+        """
+        if since_ts < self._seen_since:
+            self._seen_id, self._seen = 0, []
         rows = self._db.execute(
-            "SELECT body FROM observations WHERE experiment = ? AND ts >= ? ORDER BY ts", (self.experiment, since_ts)
-        )
-        return [_obs_load(r[0]) for r in rows.fetchall()]
+            "SELECT id, ts, body FROM observations WHERE experiment = ? AND id > ? AND ts >= ? ORDER BY id",
+            (self.experiment, self._seen_id, since_ts),
+        ).fetchall()
+        self._seen_since = since_ts
+        if rows:
+            self._seen_id = rows[-1][0]
+        self._seen = [item for item in self._seen if item[0] >= since_ts]
+        self._seen.extend((ts, _obs_load(body)) for _, ts, body in rows)
+        self._seen.sort(key=itemgetter(0))  # a late batch of another replica goes in its place
+        return [observation for _, observation in self._seen]
 
     async def prune(self, before_ts: float) -> None:
-        self._db.execute("DELETE FROM observations WHERE experiment = ? AND ts < ?", (self.experiment, before_ts))
+        """Old rows go, but never the newest (its id would be handed out again, behind window's cursor)."""
+        self._db.execute(
+            "DELETE FROM observations WHERE experiment = ? AND ts < ? AND id < (SELECT MAX(id) FROM observations)",
+            (self.experiment, before_ts),
+        )
 
     async def audit_log(self, limit: int = 100) -> list[dict[str, Any]]:
         rows = self._db.execute(
@@ -188,6 +213,7 @@ class RedisStore(Store):
         self._k = {name: prefix + name for name in ("state", "counters", "obs", "audit", "lease", "outbox")}
         self._cas = self._redis.register_script(_CAS)
         self._lease = self._redis.register_script(_LEASE)
+        self._decoded: dict[bytes, Observation] = {}  # the window's members as of the last window()
 
     async def init_state(self, state: RolloutState) -> RolloutState:
         await self._redis.set(self._k["state"], state.model_dump_json(), nx=True)
@@ -217,8 +243,11 @@ class RedisStore(Store):
         return {k.decode(): int(v) for k, v in raw.items()}
 
     async def window(self, since_ts: float) -> list[Observation]:
+        """Oldest first; a member decoded at an earlier call is not decoded again (members are unique)."""
         members = await self._redis.zrangebyscore(self._k["obs"], since_ts, "+inf")
-        return [_obs_load(m.rsplit(b"#", 1)[0]) for m in members]
+        decoded = self._decoded
+        self._decoded = {m: decoded.get(m) or _obs_load(m.rsplit(b"#", 1)[0]) for m in members}
+        return list(self._decoded.values())
 
     async def prune(self, before_ts: float) -> None:
         await self._redis.zremrangebyscore(self._k["obs"], "-inf", f"({before_ts}")
