@@ -5,10 +5,12 @@ Starts one OpenAI stub backend (its own process, able to score as a vLLM control
 canary at 50%, with everything a production gateway runs: the quality monitor, the live
 KL judge at the config's default rate, a known-answer probe, Prometheus metrics, the
 SQLite store) and the peer, the LiteLLM proxy, as a plain pass-through to the same stub
-(benchmarks/litellm_peer.py; its own environment). Sends the same streaming chat requests
-directly and through each, at 1, 16 and 64 concurrent streams, in one run: every path
-warmed first, then `--rounds` rounds of mirrored turns (direct, quantship, litellm,
-litellm, quantship, direct) so that drift on a shared machine hits every path alike.
+(benchmarks/litellm_peer.py; its own environment), and the floor of the gateway's own HTTP
+stack, a bare uvicorn + aiohttp pass-through (benchmarks/passthrough.py). Sends the same
+streaming chat requests directly and through each, at 1, 16 and 64 concurrent streams, in
+one run: every path warmed first, then `--rounds` rounds of mirrored turns (direct,
+quantship, passthrough, litellm, then backwards) so that drift on a shared machine hits
+every path alike.
 
 Per level and path it writes p50/p99 latency and time to first token, their excess over
 direct, the gateway's CPU time per request (its whole process tree, counted over every
@@ -28,6 +30,7 @@ import argparse
 import asyncio
 import re
 import signal
+import socket
 import statistics
 import subprocess
 import sys
@@ -113,6 +116,19 @@ def _start_quantship(backend: str, port: int, workdir: Path) -> subprocess.Popen
     return start_gateway_process(path, port, workdir / "gateway.log")
 
 
+def _start_passthrough(backend: str, port: int) -> subprocess.Popen:
+    process = subprocess.Popen([sys.executable, str(ROOT / "benchmarks" / "passthrough.py"), backend, str(port)])
+    deadline = time.monotonic() + 30
+    while True:
+        with socket.socket() as probe:
+            if probe.connect_ex(("127.0.0.1", port)) == 0:
+                return process
+        if process.poll() is not None or time.monotonic() > deadline:
+            process.kill()
+            raise RuntimeError("the pass-through did not start")
+        time.sleep(0.1)
+
+
 def _tree_cpu_s(process: psutil.Process, tree: bool = True) -> float:
     """User + system seconds of a process and, with `tree`, its children (LiteLLM may fork workers)."""
     total = 0.0
@@ -136,7 +152,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "gateway.json")
     args = parser.parse_args()
 
-    gateway_names = ("quantship",) if args.no_peer else ("quantship", "litellm")
+    gateway_names = ("quantship", "passthrough") if args.no_peer else ("quantship", "passthrough", "litellm")
     paths = ("direct", *gateway_names)
     turns = [*paths, *reversed(paths)] * args.rounds
     per_turn = max(1, args.requests_per_stream // (2 * args.rounds))
@@ -145,7 +161,8 @@ def main() -> None:
     stub = StubProcess(tokens=args.tokens, token_delay_s=args.token_delay_s, scorer=True)
     with tempfile.TemporaryDirectory() as tmp, stub as backend:
         ports = {name: free_port() for name in gateway_names}
-        gateways = {"quantship": _start_quantship(backend.url, ports["quantship"], Path(tmp))}
+        gateways = {"quantship": _start_quantship(backend.url, ports["quantship"], Path(tmp)),
+                    "passthrough": _start_passthrough(backend.url, ports["passthrough"])}
         if peer_python:
             gateways["litellm"] = start_litellm(backend.url, STUB_MODEL, ports["litellm"], Path(tmp))
         cpu = {name: psutil.Process(g.pid) for name, g in gateways.items()}

@@ -5,8 +5,10 @@ app and uvicorn settings `quantship rollout serve` uses; `--src` profiles anothe
 checkout's code, e.g. the gateway before a change), sends `--requests` streamed chat
 completions at `--concurrency` streams, and sums the profile's own time (tottime) by
 component: the event loop and sockets, the HTTP server, the web framework, the backend
-client, quantship's parts. cProfile slows Python code more than C code, so read the
-shares, not the absolute times. Writes JSON (default benchmarks/results/gateway-profile.json,
+client, quantship's parts. The profile's clock is the process's CPU time, so the loop's
+idle waits for the next byte count for nothing (a wall clock made them most of the "event
+loop" share). cProfile slows Python code more than C code, so read the shares, not the
+absolute times. Writes JSON (default benchmarks/results/gateway-profile.json,
 one entry per `--label`, kept across runs).
 
     python benchmarks/gateway_profile.py --label after [--src PATH/TO/src] [--requests 640] [--concurrency 16]
@@ -52,14 +54,14 @@ COMPONENTS = (
     ("gateway logic (routing, breaker, judge, checks)", ("/rollout/",)),
 )
 _SERVE = """
-import cProfile, signal, sys, uvicorn
+import cProfile, signal, sys, time, uvicorn
 from quantship.rollout.config import load_config
 from quantship.rollout import gateway
 cfg = load_config(sys.argv[1])
 options = getattr(gateway, "SERVER", {"loop": "asyncio", "http": "h11"})  # as `rollout serve` ran at that revision
 server = uvicorn.Server(uvicorn.Config(gateway.build_app(cfg), host="127.0.0.1", port=int(sys.argv[2]),
                                        log_level="warning", **options))
-profile = cProfile.Profile()
+profile = cProfile.Profile(time.process_time)  # CPU time: the loop's idle waits are not its cost
 def stop(*_):
     profile.disable(); profile.dump_stats(sys.argv[3]); sys.exit(0)
 signal.signal(signal.SIGTERM, stop)
