@@ -29,9 +29,8 @@ def header(scope: dict[str, Any], name: bytes) -> str | None:
 async def read_body(scope: dict[str, Any], receive: Receive, limit: int) -> bytes:
     """The whole request body, refused with 413 past `limit` bytes (declared or sent)."""
     declared = header(scope, b"content-length")
-    too_big = ApiError(413, f"request body is larger than the gateway limit of {limit} bytes")
     if declared and declared.isascii() and declared.isdigit() and int(declared) > limit:
-        raise too_big
+        raise _too_big(limit)
     chunks, size = [], 0
     while True:
         message = await receive()
@@ -40,10 +39,14 @@ async def read_body(scope: dict[str, Any], receive: Receive, limit: int) -> byte
         chunk = message.get("body", b"")
         size += len(chunk)
         if size > limit:
-            raise too_big
+            raise _too_big(limit)
         chunks.append(chunk)
         if not message.get("more_body"):
             return b"".join(chunks)
+
+
+def _too_big(limit: int) -> ApiError:
+    return ApiError(413, f"request body is larger than the gateway limit of {limit} bytes")
 
 
 class Reply:
