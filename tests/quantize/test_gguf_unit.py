@@ -16,7 +16,7 @@ from rich.console import Console
 from quantship.errors import InputError
 from quantship.quantize.base import QuantizeContext
 from quantship.quantize.gguf_backend import GGUFBackend
-from quantship.quantize.gguf_inspect import parse_fallbacks, read_summary
+from quantship.quantize.gguf_inspect import open_reader, parse_fallbacks, read_summary, remembered_summary
 from quantship.quantize.gguf_names import hf_to_gguf_names, resolve_overrides, tensor_type_rules
 from quantship.quantize.gguf_pipeline import _check_disk, _fallback_warnings
 from quantship.quantize.gguf_types import SCHEMES, scheme_for
@@ -62,21 +62,24 @@ def test_fallback_warning_names_counts_and_row_lengths():
     assert _fallback_warnings([], SCHEMES["Q4_K_M"], 272) == []
 
 
-def test_read_summary_measures_bits_per_weight_from_written_bytes(tmp_path):
-    path = tmp_path / "tiny.gguf"
+def _tiny_gguf(path: Path, matrix_type: GGMLQuantizationType) -> Path:
+    """One block: an 8 x 64 attention matrix at `matrix_type` and an F32 norm."""
     writer = GGUFWriter(path, "llama")
     writer.add_block_count(1)
     rng = np.random.default_rng(0)
     matrix = rng.standard_normal((8, 64), dtype=np.float32)
-    q8 = quantize(matrix, GGMLQuantizationType.Q8_0)
-    writer.add_tensor("blk.0.attn_q.weight", q8, raw_shape=q8.shape, raw_dtype=GGMLQuantizationType.Q8_0)
+    packed = quantize(matrix, matrix_type)
+    writer.add_tensor("blk.0.attn_q.weight", packed, raw_shape=packed.shape, raw_dtype=matrix_type)
     writer.add_tensor("blk.0.attn_norm.weight", np.ones(64, dtype=np.float32))
     writer.write_header_to_file()
     writer.write_kv_data_to_file()
     writer.write_tensors_to_file()
     writer.close()
+    return path
 
-    summary = read_summary(path)
+
+def test_read_summary_measures_bits_per_weight_from_written_bytes(tmp_path):
+    summary = read_summary(_tiny_gguf(tmp_path / "tiny.gguf", GGMLQuantizationType.Q8_0))
     assert summary.architecture == "llama" and summary.block_count == 1
     assert summary.tensor_types == {"blk.0.attn_q.weight": "Q8_0", "blk.0.attn_norm.weight": "F32"}
     assert summary.histogram() == {"F32": 1, "Q8_0": 1}
@@ -84,6 +87,22 @@ def test_read_summary_measures_bits_per_weight_from_written_bytes(tmp_path):
     # Q8_0: 34 bytes per 32 weights; F32: 4 bytes per weight.
     expected = (8 * 64 // 32 * 34 + 64 * 4) * 8 / (8 * 64 + 64)
     assert summary.bits_per_weight == pytest.approx(expected)
+
+
+def test_a_remembered_summary_needs_no_reader_until_its_file_is_replaced(tmp_path):
+    """The allocator's candidate files are read again on every rerun: their summary is kept beside them."""
+    path = _tiny_gguf(tmp_path / "candidate.gguf", GGMLQuantizationType.Q8_0)
+    first = remembered_summary(path)
+
+    def parse_again():
+        raise AssertionError("the kept summary was not used")
+
+    assert remembered_summary(path, parse_again) == first
+    _tiny_gguf(path, GGMLQuantizationType.Q4_0)  # replaced in place: another size
+    opened = []
+    replaced = remembered_summary(path, lambda: opened.append(path) or open_reader(path))
+    assert opened == [path]
+    assert replaced.tensor_types["blk.0.attn_q.weight"] == "Q4_0" and first.tensor_types["blk.0.attn_q.weight"] == "Q8_0"
 
 
 def test_read_summary_refuses_a_file_that_is_not_gguf(tmp_path):

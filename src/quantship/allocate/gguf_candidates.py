@@ -25,7 +25,7 @@ from quantship.models.demo import unpermute_rope
 from quantship.progress import progress_bar
 from quantship.quantize.base import QuantizeContext
 from quantship.quantize.gguf_cache import CACHE_DIR
-from quantship.quantize.gguf_inspect import read_summary
+from quantship.quantize.gguf_inspect import open_reader, remembered_summary
 from quantship.quantize.gguf_names import checkpoint_weight_names, hf_to_gguf_names, ties_embeddings
 from quantship.quantize.gguf_pipeline import pure_candidate, pure_sources
 from quantship.rundir import RunDir
@@ -60,9 +60,15 @@ def gguf_candidates(run: RunDir, checkpoint: Path, imatrix: bool, types: list[st
         for t in quantized:
             files[t] = pure_candidate("allocate", ctx, float_file, matrix, t, logs)
             advance(1)
-    float_summary = read_summary(float_file)
-    readers = {t: GGUFReader(str(f)) for t, f in files.items()}  # memory-mapped; opened once, read twice
-    written = {t: {x.name: x.tensor_type.name for x in reader.tensors} for t, reader in readers.items()}
+    float_summary = remembered_summary(float_file)
+    readers: dict[str, GGUFReader] = {}  # memory-mapped, opened when first needed (a rerun needs none)
+
+    def reader(type_: str) -> GGUFReader:
+        if type_ not in readers:
+            readers[type_] = open_reader(files[type_])
+        return readers[type_]
+
+    written = {t: remembered_summary(f, lambda t=t: reader(t)).tensor_types for t, f in files.items()}
     to_hf = _gguf_to_hf(checkpoint, float_summary.architecture, float_summary.block_count or 0)
     tensors: dict[str, TensorChoices] = {}
     fixed = 0.0
@@ -80,7 +86,7 @@ def gguf_candidates(run: RunDir, checkpoint: Path, imatrix: bool, types: list[st
         if type_ == "BF16":
             raise ValueError("BF16 is the baseline's own weight; it needs no dequantizing")
         names = {inverse[n] for n, c in tensors.items() if type_ in c.bits and (only is None or n in only)}
-        return gguf_weights(readers[type_], checkpoint, names)
+        return gguf_weights(reader(type_), checkpoint, names)
 
     return CandidateSet(
         backend="gguf", tensors=tensors, fixed_bits=fixed, total_elements=float_summary.total_elements, weights=weights,

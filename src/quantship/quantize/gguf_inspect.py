@@ -9,12 +9,16 @@ from __future__ import annotations
 import functools
 import re
 from collections import Counter
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from gguf import GGUFReader
 
 from quantship.errors import InputError
+from quantship.rundir import atomic_write_json, read_json
+
+SUMMARY_SUFFIX = ".summary.json"  # beside a cached GGUF: remembered_summary
 
 
 @dataclass(frozen=True)
@@ -59,10 +63,17 @@ def read_summary(path: Path) -> GGUFSummary:
 
 @functools.lru_cache(maxsize=8)
 def _parsed_summary(path: str, size: int, mtime_ns: int) -> GGUFSummary:
+    return summarise(open_reader(Path(path)))
+
+
+def open_reader(path: Path) -> GGUFReader:
     try:
-        reader = GGUFReader(path)
+        return GGUFReader(path)
     except (ValueError, OSError) as error:
         raise InputError(f"{path} is not a readable GGUF file ({error})", "delete it and quantize again") from None
+
+
+def summarise(reader: GGUFReader) -> GGUFSummary:
     architecture = _field(reader, "general.architecture") or "unknown"
     block_count = _field(reader, f"{architecture}.block_count")
     types, shapes, total_bytes, total_elements = {}, {}, 0, 0
@@ -73,6 +84,26 @@ def _parsed_summary(path: str, size: int, mtime_ns: int) -> GGUFSummary:
         total_elements += int(tensor.n_elements)
     vocab = {"model": _field(reader, "tokenizer.ggml.model"), "pre": _field(reader, "tokenizer.ggml.pre")}
     return GGUFSummary(architecture, block_count, types, shapes, total_bytes, total_elements, vocab)
+
+
+def remembered_summary(path: Path, reader: Callable[[], GGUFReader] | None = None) -> GGUFSummary:
+    """The summary of a GGUF file quantship wrote into a run's cache, kept beside it as JSON.
+
+    For the files the allocator reads again on every rerun (the float conversion, one file
+    per candidate type): a rerun then opens no reader at all. `reader` gives the one the
+    caller opens anyway, so a first read parses the file once. A file replaced since
+    (another size or mtime) is parsed again.
+    """
+    stat = path.stat()
+    stamp = {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+    sidecar = path.with_name(path.name + SUMMARY_SUFFIX)
+    if sidecar.is_file():
+        kept = read_json(sidecar)
+        if kept.get("file") == stamp:
+            return GGUFSummary(**kept["summary"])
+    summary = summarise(reader() if reader is not None else open_reader(path))
+    atomic_write_json(sidecar, {"file": stamp, "summary": asdict(summary)})
+    return summary
 
 
 def _field(reader: GGUFReader, key: str):
