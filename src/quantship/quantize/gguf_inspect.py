@@ -101,7 +101,7 @@ def remembered_summary(path: Path, reader: Callable[[], GGUFReader] | None = Non
         kept = read_json(sidecar)
         if kept.get("file") == stamp:
             return GGUFSummary(**kept["summary"])
-    summary = summarise(reader() if reader is not None else open_reader(path))
+    summary = summarise(reader()) if reader is not None else read_summary(path)
     atomic_write_json(sidecar, {"file": stamp, "summary": asdict(summary)})
     return summary
 
