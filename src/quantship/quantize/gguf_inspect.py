@@ -6,7 +6,6 @@ choose other types per tensor (K-quant mixtures, fallbacks for odd row lengths).
 
 from __future__ import annotations
 
-import functools
 import re
 from collections import Counter
 from collections.abc import Callable
@@ -49,21 +48,8 @@ class GGUFSummary:
 
 
 def read_summary(path: Path) -> GGUFSummary:
-    """Parse `path` with the `gguf` package; a file it cannot read is an error.
-
-    Parsing costs seconds (the reader builds an array view per vocabulary entry), and a run
-    reads its float conversion once per build: the same file (path, size, mtime) is parsed once.
-    """
-    try:
-        stat = Path(path).stat()
-    except OSError as error:
-        raise InputError(f"{path} is not a readable GGUF file ({error})", "delete it and quantize again") from None
-    return _parsed_summary(str(path), stat.st_size, stat.st_mtime_ns)
-
-
-@functools.lru_cache(maxsize=8)
-def _parsed_summary(path: str, size: int, mtime_ns: int) -> GGUFSummary:
-    return summarise(open_reader(Path(path)))
+    """Parse `path` with the `gguf` package; a file it cannot read is an error."""
+    return summarise(open_reader(path))
 
 
 def open_reader(path: Path) -> GGUFReader:
@@ -89,10 +75,11 @@ def summarise(reader: GGUFReader) -> GGUFSummary:
 def remembered_summary(path: Path, reader: Callable[[], GGUFReader] | None = None) -> GGUFSummary:
     """The summary of a GGUF file quantship wrote into a run's cache, kept beside it as JSON.
 
-    For the files the allocator reads again on every rerun (the float conversion, one file
-    per candidate type): a rerun then opens no reader at all. `reader` gives the one the
-    caller opens anyway, so a first read parses the file once. A file replaced since
-    (another size or mtime) is parsed again.
+    Parsing costs seconds (the reader builds an array view per vocabulary entry), and a run
+    reads its float conversion once per build and its candidate files on every rerun: each
+    is parsed once, and a rerun opens no reader at all. `reader` gives the one the caller
+    opens anyway, so a first read parses the file once. A file replaced since (another size
+    or mtime) is parsed again.
     """
     stat = path.stat()
     stamp = {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns}

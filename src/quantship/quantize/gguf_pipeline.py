@@ -28,7 +28,7 @@ from quantship.errors import InputError, QuantshipError
 from quantship.formats.gguf_files import GGUF_FILE, IMATRIX_FILE
 from quantship.quantize.base import QuantizeContext, VariantOutput
 from quantship.quantize.gguf_cache import cache_key, cached_file
-from quantship.quantize.gguf_inspect import GGUFSummary, parse_fallbacks, read_summary
+from quantship.quantize.gguf_inspect import GGUFSummary, parse_fallbacks, read_summary, remembered_summary
 from quantship.quantize.gguf_names import (
     checkpoint_weight_names,
     hf_to_gguf_names,
@@ -107,7 +107,7 @@ def produce_gguf(
         else:
             float_file = target
             _convert(spec.name, toolchain, checkpoint, target, outtype, logs, ctx)
-        source = read_summary(float_file)
+        source = remembered_summary(float_file) if scheme.quantized else read_summary(float_file)  # cached conversion: kept
         tokenizer_check = check_tokenizer(float_file, checkpoint, source.vocab)
         details: dict[str, Any] = {
             "gguf_file": GGUF_FILE,

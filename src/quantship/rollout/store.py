@@ -129,9 +129,10 @@ class SqliteStore(Store):
         """Oldest first. Only rows written since the last call are read and decoded.
 
         Each check used to decode the whole window: at 1,000 requests/s, 120,000 rows and
-        about 0.9 s of CPU every 10 s. Row ids grow in commit order (SQLite serialises
-        writers, every replica's included) and prune never deletes the newest row, so an
-        id cursor misses nothing; an earlier `since_ts` than last time reads everything again.
+        about 1 s of CPU every 10 s (benchmarks/rollout_window.py). Row ids grow in commit
+        order (SQLite serialises writers, every replica's included) and prune never deletes
+        the newest row, so an id cursor misses nothing; an earlier `since_ts` than last time
+        reads everything again.
         """
         if since_ts < self._seen_since:
             self._seen_id, self._seen = 0, []
