@@ -4,6 +4,7 @@ and the cross-check against a server's Prometheus histograms."""
 from __future__ import annotations
 
 import asyncio
+import gc
 from itertools import groupby
 
 import pytest
@@ -54,6 +55,23 @@ def test_warmup_requests_are_sent_but_not_measured():
     assert (summary.requests, summary.ok, summary.errors) == (5, 5, 0)
     assert [r.error for r in records if r.phase == "warmup"] == ["http_500"] * 3
     assert hooks.phases == [("warm-up", 3), ("concurrency 1", 5)]
+
+
+def test_the_callers_heap_is_frozen_while_requests_are_timed_and_given_back_after():
+    # A full collection of the caller's heap inside a request is timed as the server's latency.
+    heap = [[] for _ in range(10_000)]  # what the caller holds before the run
+    frozen_during = []
+    with OpenAIStub(mode="normal", tokens=8) as stub:
+        run([target_for(stub)], Hooks(on_done=lambda: frozen_during.append(gc.get_freeze_count())), requests=3)
+        assert len(frozen_during) == 3 and min(frozen_during) >= len(heap)
+        assert gc.get_freeze_count() == 0  # collectable again
+        gc.freeze()
+        try:
+            own = gc.get_freeze_count()
+            run([target_for(stub)], requests=1)
+            assert 0 < gc.get_freeze_count() <= own  # a caller's own freeze is neither undone nor added to
+        finally:
+            gc.unfreeze()
 
 
 def test_concurrency_sweep_reports_each_level():
