@@ -34,7 +34,7 @@ def test_worse_quantization_is_rolled_back_by_the_live_kl(tmp_path, control):
     off = {"max_repetition_rate": 1.0, "max_refusal_increase": 1.0, "min_length_ratio": 0.0, "max_coherence_drop": 1.0,
            "max_truncation_increase": 1.0}
     result = _rollout(tmp_path, control, live_rollout.BAD, thresholds=off)
-    assert result["judge"] == "enabled" and result["http_errors"] == 0
+    assert result["judge"] == "enabled" and result["http_errors"] == 0, result
     assert result["rolled_back"], result
     assert result["reasons"] and all(r.startswith("live KL ") for r in result["reasons"]), result
     assert result["live_kl"]["method"] == "paired", result  # llama-server sends the treatment's own log-probabilities
@@ -42,6 +42,6 @@ def test_worse_quantization_is_rolled_back_by_the_live_kl(tmp_path, control):
 
 def test_faithful_quantization_is_promoted(tmp_path, control):
     result = _rollout(tmp_path, control, live_rollout.GOOD)
-    assert result["judge"] == "enabled" and result["http_errors"] == 0
+    assert result["judge"] == "enabled" and result["http_errors"] == 0, result
     assert not result["rolled_back"] and result["reached_stage"] == "full", result
     assert result["live_kl_last"]["status"] == "pass" and result["live_kl_last"]["method"] == "paired", result

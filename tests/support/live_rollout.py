@@ -104,14 +104,19 @@ def config(store: Path, experiment: str, control: RunningServer, treatment: Runn
     return RolloutConfig.model_validate(data)
 
 
-def _request(client: httpx.Client, url: str, user: int) -> int:
+def _request(client: httpx.Client, url: str, user: int) -> dict[str, Any] | None:
+    """One user's request; None when it was answered, else what came back instead (for the failure message)."""
     prompt = PROMPTS[user % len(PROMPTS)]
     common = {"model": "smol", "user": f"user-{user}", "max_tokens": 48, "temperature": 0, "repeat_penalty": 1.0}
     if prompt.messages:
         response = client.post(f"{url}/v1/chat/completions", json={**common, "messages": prompt.messages})
     else:
         response = client.post(f"{url}/v1/completions", json={**common, "prompt": prompt.text})
-    return response.status_code
+    if response.status_code == 200:
+        return None
+    return {"user": user, "status": response.status_code, "variant": response.headers.get("x-quantship-variant"),
+            "failover": response.headers.get("x-quantship-failover"), "ts": time.time(),
+            "body": response.text[:500]}
 
 
 def _admin(url: str, what: str) -> Any:
@@ -125,13 +130,13 @@ def run(cfg: RolloutConfig, max_requests: int = 400, concurrency: int = 4) -> di
     """Replay users against the gateway until it rolls back or reaches the last stage."""
     os.environ.setdefault(cfg.admin_token_env, TOKEN)  # the admin API reads it at request time
     last = len(cfg.stages) - 1
-    statuses: list[int] = []
+    errors: list[dict[str, Any]] = []
     with GatewayServer(cfg) as gw, httpx.Client(timeout=300) as client, ThreadPoolExecutor(concurrency) as pool:
         started = time.time()
         user = 0
         while user < max_requests:
             batch = range(user, user + concurrency * 4)
-            statuses += list(pool.map(lambda u: _request(client, gw.url, u), batch))
+            errors += [e for e in pool.map(lambda u: _request(client, gw.url, u), batch) if e]
             user += len(batch)
             status = _admin(gw.url, "status")
             if status["status"] == "rolled_back" or status["stage"] == last:
@@ -145,8 +150,9 @@ def run(cfg: RolloutConfig, max_requests: int = 400, concurrency: int = 4) -> di
     judged = re.findall(r'^quantship_rollout_checks_total\{result="(?:pass|breach)"\} (\S+)$', metrics, re.MULTILINE)
     checks = sum(float(m) for m in judged)
     return {
-        "requests": len(statuses),
-        "http_errors": sum(1 for s in statuses if s != 200),
+        "requests": user,
+        "http_errors": len(errors),
+        "errors": [{**e, "ts": round(e["ts"] - started, 1)} for e in errors],  # seconds into the run
         "rolled_back": rollback is not None,
         "reached_stage": cfg.stages[status["stage"]].name,
         "seconds_to_rollback": round(rollback["ts"] - started, 1) if rollback else None,
