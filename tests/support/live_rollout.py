@@ -104,7 +104,7 @@ def config(store: Path, experiment: str, control: RunningServer, treatment: Runn
     return RolloutConfig.model_validate(data)
 
 
-def _request(client: httpx.Client, url: str, user: int) -> dict[str, Any] | None:
+def _request(client: httpx.Client, url: str, user: int, started: float) -> dict[str, Any] | None:
     """One user's request; None when it was answered, else what came back instead (for the failure message)."""
     prompt = PROMPTS[user % len(PROMPTS)]
     common = {"model": "smol", "user": f"user-{user}", "max_tokens": 48, "temperature": 0, "repeat_penalty": 1.0}
@@ -115,7 +115,7 @@ def _request(client: httpx.Client, url: str, user: int) -> dict[str, Any] | None
     if response.status_code == 200:
         return None
     return {"user": user, "status": response.status_code, "variant": response.headers.get("x-quantship-variant"),
-            "failover": response.headers.get("x-quantship-failover"), "ts": time.time(),
+            "failover": response.headers.get("x-quantship-failover"), "ts": round(time.time() - started, 1),
             "body": response.text[:500]}
 
 
@@ -136,7 +136,7 @@ def run(cfg: RolloutConfig, max_requests: int = 400, concurrency: int = 4) -> di
         user = 0
         while user < max_requests:
             batch = range(user, user + concurrency * 4)
-            errors += [e for e in pool.map(lambda u: _request(client, gw.url, u), batch) if e]
+            errors += [e for e in pool.map(lambda u: _request(client, gw.url, u, started), batch) if e]
             user += len(batch)
             status = _admin(gw.url, "status")
             if status["status"] == "rolled_back" or status["stage"] == last:
@@ -152,7 +152,7 @@ def run(cfg: RolloutConfig, max_requests: int = 400, concurrency: int = 4) -> di
     return {
         "requests": user,
         "http_errors": len(errors),
-        "errors": [{**e, "ts": round(e["ts"] - started, 1)} for e in errors],  # seconds into the run
+        "errors": errors,  # each with its seconds into the run
         "rolled_back": rollback is not None,
         "reached_stage": cfg.stages[status["stage"]].name,
         "seconds_to_rollback": round(rollback["ts"] - started, 1) if rollback else None,
